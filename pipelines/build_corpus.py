@@ -25,6 +25,9 @@ if __package__ in (None, ""):  # run as a script: make the repo importable (also
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_root, os.environ.get("PYTHONPATH")) if p)
 
 log = logging.getLogger("build_corpus")
+# Beam's GCP module warns on import that the optional apitools client is absent;
+# it is irrelevant off Google Cloud and would be the first line every user sees.
+logging.getLogger().addFilter(lambda r: "apitools not found" not in r.getMessage())
 
 OUTPUT_ENTRIES = ("text", "dropped", "dead_letter", "samples", "media", "report", "stats.json",
                   "manifest.json", "ledger.json", "report.html", "report.md", "contamination.json")

@@ -13,7 +13,6 @@ reason, and reading goes on with the next record where the format allows it.
 """
 from __future__ import annotations
 
-import gzip
 import io
 import json
 import os
@@ -22,7 +21,7 @@ import re
 import zlib
 from typing import Any, BinaryIO, Iterator
 
-from filters.schema import dead_letter_row, dropped_row, make_id, new_text_record
+from filters.schema import DEAD_LETTER_RAW_CAP, dead_letter_row, dropped_row, make_id, new_text_record
 
 Event = tuple[str, dict[str, Any]]
 
@@ -64,16 +63,92 @@ def _open_raw(path: str) -> BinaryIO:
     return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
 
 
-def open_decompressed(path: str) -> BinaryIO:
-    """A binary stream of the decompressed content; errors surface on read."""
-    raw = _open_raw(path)
-    _, comp = split_compression(path)
-    if comp == "gzip":
-        return gzip.GzipFile(fileobj=raw, mode="rb")  # multi-member safe (Common Crawl)
-    if comp == "zstd":
+class _Decompressed(io.RawIOBase):
+    """Streaming decompression that hands out every byte decoded *before* a
+    truncation or corruption, then raises (``gzip.GzipFile`` loses the data of the
+    read call that fails).  Multi-member gzip and multi-frame zstd are followed."""
+
+    def __init__(self, raw: BinaryIO, kind: str, chunk: int = 1 << 16, lenient: bool = False):
+        self._raw, self._kind, self._chunk = raw, kind, chunk
+        self._lenient = lenient
+        self.truncated: str | None = None  # lenient mode: why the data ended early
+        self._buf = b""
+        self._d = self._new()
+        self._in_member = False
+        self._error: Exception | None = None
+        self._pos = 0
+
+    def _new(self):
+        if self._kind == "gzip":
+            return zlib.decompressobj(16 + zlib.MAX_WBITS)
         import zstandard
 
-        return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+        return zstandard.ZstdDecompressor().decompressobj()
+
+    def readable(self) -> bool:
+        return True
+
+    def tell(self) -> int:  # fastwarc asks for the position; the stream is not seekable
+        return self._pos
+
+    def _fill(self) -> None:
+        while not self._buf:
+            if self._error is not None:
+                err, self._error = self._error, None
+                if self._lenient:
+                    self.truncated = f"{type(err).__name__}: {err}"
+                    return
+                raise err
+            if self.truncated:
+                return
+            comp = self._raw.read(self._chunk)
+            if not comp:
+                if self._in_member:
+                    if self._lenient:
+                        self.truncated = "EOFError: compressed stream ended before its end-of-stream marker"
+                        return
+                    raise EOFError("compressed stream ended before its end-of-stream marker")
+                return
+            self._in_member = True
+            try:
+                while comp:
+                    out = self._d.decompress(comp)
+                    self._buf += out
+                    if not getattr(self._d, "eof", False):
+                        break
+                    comp = self._d.unused_data
+                    self._d = self._new()
+                    self._in_member = bool(comp.strip(b"\0"))
+                    if not self._in_member:
+                        break
+            except Exception as e:  # noqa: BLE001 - serve what we have, raise on next read
+                self._error = e
+                if not self._buf:
+                    continue
+                return
+
+    def readinto(self, b) -> int:
+        self._fill()
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        self._pos += n
+        return n
+
+    def close(self) -> None:
+        try:
+            self._raw.close()
+        finally:
+            super().close()
+
+
+def open_decompressed(path: str) -> BinaryIO:
+    """A binary stream of the decompressed content; errors surface on read, after
+    everything decoded before them."""
+    raw = _open_raw(path)
+    _, comp = split_compression(path)
+    if comp in ("gzip", "zstd"):
+        return io.BufferedReader(_Decompressed(raw, comp), buffer_size=1 << 16)
     return raw
 
 
@@ -84,7 +159,7 @@ def _iter_lines(stream: BinaryIO, max_bytes: int) -> Iterator[tuple[int, bytes |
     """Yield ``(line_no, line, error)``; a line longer than ``max_bytes`` is yielded
     truncated with error ``record_too_large`` (the rest of it is skipped without
     holding it in memory); a decompression error ends the stream with its reason."""
-    buf = io.BufferedReader(stream, buffer_size=1 << 20) if not isinstance(stream, io.BufferedReader) else stream
+    buf = stream if isinstance(stream, io.BufferedReader) else io.BufferedReader(stream, buffer_size=1 << 16)
     line_no = 0
     while True:
         try:
@@ -250,97 +325,152 @@ def extract_html_text(html: bytes, content_type: str | None, extractor: str) -> 
     return extract_plain_text(text_html, main_content=True, alt_texts=False, links=False, list_bullets=True)
 
 
-class _Resync(io.RawIOBase):
-    """A stream that starts at the next ``WARC/`` header after a damaged record."""
-
-    def __init__(self, stream: BinaryIO, skip: bytes = b""):
-        self._s = stream
-        self._pending = skip
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b) -> int:
-        if self._pending:
-            n = min(len(b), len(self._pending))
-            b[:n] = self._pending[:n]
-            self._pending = self._pending[n:]
-            return n
-        chunk = self._s.read(len(b))
-        b[: len(chunk)] = chunk
-        return len(chunk)
+def _open_at(path: str, offset: int) -> BinaryIO:
+    """The decompressed stream positioned at ``offset`` (reading forward; lenient
+    about truncation so fastwarc sees a clean end of data, see ``truncated``)."""
+    raw = _open_raw(path)
+    _, comp = split_compression(path)
+    stream: BinaryIO = io.BufferedReader(_Decompressed(raw, comp, lenient=True), 1 << 16) if comp else raw
+    left = offset
+    while left > 0:
+        got = stream.read(min(left, 1 << 20))
+        if not got:
+            break
+        left -= len(got)
+    return stream
 
 
-def _skip_to_next_header(stream: BinaryIO, limit: int) -> tuple[bytes, bytes]:
-    """Read until the next line starting with ``WARC/``; return (skipped, rest-of-buffer)."""
-    skipped = bytearray()
-    buf = b""
-    while True:
-        chunk = stream.read(1 << 16)
-        if not chunk:
-            return bytes(skipped + buf), b""
-        buf += chunk
-        idx = buf.find(b"\n" + _WARC_MAGIC, 1)
-        if idx >= 0:
-            skipped += buf[: idx + 1]
-            return bytes(skipped[:limit]), buf[idx + 1:]
-        keep = len(_WARC_MAGIC) + 1
-        skipped += buf[:-keep]
-        buf = buf[-keep:]
-        if len(skipped) > limit * 4:
-            skipped = skipped[: limit]
+def _truncation(stream: BinaryIO) -> str | None:
+    raw = getattr(stream, "raw", None)
+    return getattr(raw, "truncated", None)
+
+
+def _next_header(path: str, start: int) -> int | None:
+    """Absolute offset of the next line beginning with ``WARC/`` at or after
+    ``start`` (``start`` counts as a line start); None at the end of the data."""
+    keep = len(_WARC_MAGIC)
+    with _open_at(path, start) as f:
+        buf, buf_pos = b"\n", start - 1  # a virtual newline before ``start``
+        while True:
+            chunk = f.read(1 << 16)
+            if not chunk:
+                return None
+            buf += chunk
+            j = buf.find(b"\n" + _WARC_MAGIC)
+            if j >= 0:
+                return buf_pos + j + 1
+            buf_pos += len(buf) - keep
+            buf = buf[-keep:]
 
 
 def read_warc(path: str, source: str, src_cfg, read_cfg, origin: str) -> Iterator[Event]:
-    """WARC (responses with HTML → main text) and WET (conversion records → text)."""
+    """WARC (responses with HTML → main text) and WET (conversion records → text).
+
+    A damaged record (fastwarc refuses its header) becomes one dead letter with the
+    damaged bytes, and reading resumes at the next ``WARC/`` header: the file is
+    reopened at the last good record and scanned forward, so nothing that fastwarc
+    had buffered is lost.  A truncated or corrupt compressed stream ends the file
+    with a dead letter after everything before the damage has been read.
+    """
     from fastwarc.warc import ArchiveIterator, WarcRecordType
 
-    try:
-        stream = open_decompressed(path)
-    except Exception as e:  # noqa: BLE001
-        yield "dead", dead_letter_row(source, origin, f"unreadable_file: {type(e).__name__}: {e}"[:300], None)
-        return
     wanted = WarcRecordType.response | WarcRecordType.conversion | WarcRecordType.resource
-    current: BinaryIO = stream
+    base = 0          # absolute (decompressed) offset where the current iterator starts
     n_records = 0
-    resyncs = 0
-    with stream:
-        while True:
-            it = ArchiveIterator(current, record_types=wanted, parse_http=True, strict_mode=False)
+    n_dead = 0
+    for _attempt in range(10_000):
+        try:
+            stream = _open_at(path, base)
+        except Exception as e:  # noqa: BLE001
+            yield "dead", dead_letter_row(source, origin, f"unreadable_file: {type(e).__name__}: {e}"[:300], None)
+            return
+        last_good = None
+        failure = None
+        with stream:
             try:
-                for rec in it:
+                for rec in ArchiveIterator(stream, record_types=wanted, parse_http=True, strict_mode=False):
+                    last_good, last_len = base + rec.stream_pos, rec.content_length
                     n_records += 1
-                    yield from _warc_record(rec, source, read_cfg, origin)
-                break  # clean end of file
+                    yield from _warc_record(rec, source, read_cfg, origin, base)
             except _STREAM_ERRORS + (RuntimeError,) as e:
-                reason = f"{type(e).__name__}: {e}"
-                if isinstance(e, (EOFError, zlib.error)) or "gzip" in reason.lower() or "compressed" in reason.lower():
-                    yield "dead", dead_letter_row(source, f"{origin}@record{n_records + 1}", f"truncated_or_corrupt_stream: {reason}"[:300], None)
-                    break
-                try:
-                    skipped, rest = _skip_to_next_header(current, DEAD_LETTER_CAP)
-                except _STREAM_ERRORS as e2:
-                    yield "dead", dead_letter_row(source, f"{origin}@record{n_records + 1}", f"truncated_or_corrupt_stream: {type(e2).__name__}: {e2}"[:300], None)
-                    break
-                resyncs += 1
-                yield "dead", dead_letter_row(source, f"{origin}@record{n_records + 1}", f"warc_invalid_header: {e}"[:300], skipped)
-                if not rest or resyncs > 10000:
-                    break
-                current = io.BufferedReader(_Resync(current, rest))
-    if n_records == 0 and resyncs == 0:
+                failure = e
+            truncated = _truncation(stream)
+        if failure is None:
+            if truncated:
+                yield "dead", dead_letter_row(source, f"{origin}@end", f"truncated_or_corrupt_stream: {truncated}"[:300], None)
+                n_dead += 1
+            break
+        if last_good is not None:
+            # resume at the first header after the last good record (maybe the bad one);
+            # bytes between that record's end and the next header are the damage.
+            end = _record_end(path, last_good, last_len)
+            nxt = _next_header(path, max(end, last_good + 1))
+            gap = _peek(path, end, min((nxt if nxt is not None else end + DEAD_LETTER_RAW_CAP) - end, DEAD_LETTER_RAW_CAP))
+            if gap.strip():
+                yield "dead", dead_letter_row(source, f"{origin}@{end}", f"warc_invalid_header: {failure}"[:300], gap)
+                n_dead += 1
+            if nxt is None:
+                break
+            base = nxt
+            continue
+        # the iterator failed on its very first record at ``base``: skip that region
+        nxt = _next_header(path, base + 1)
+        size = DEAD_LETTER_RAW_CAP if nxt is None else min(nxt - base, DEAD_LETTER_RAW_CAP)
+        yield "dead", dead_letter_row(source, f"{origin}@{base}", f"warc_invalid_header: {failure}"[:300],
+                                      _peek(path, base, size))
+        n_dead += 1
+        if nxt is None:
+            break
+        base = nxt
+    if n_records == 0 and n_dead == 0:
         # nothing parseable at all: an empty or non-WARC file is itself a dead letter
-        yield "dead", dead_letter_row(source, origin, "no_warc_records", None)
+        yield "dead", dead_letter_row(source, origin, "no_warc_records", _peek(path, 0, 4096))
 
 
-DEAD_LETTER_CAP = 64 * 1024
+def _record_end(path: str, start: int, content_length: int) -> int:
+    """Offset just past the record at ``start`` (header, block, CRLF CRLF)."""
+    head = _peek(path, start, 1 << 16)
+    i = head.find(b"\r\n\r\n")
+    return start + 1 if i < 0 else start + i + 4 + int(content_length or 0) + 4
 
 
-def _warc_record(rec, source: str, read_cfg, origin: str) -> Iterator[Event]:
+def _peek(path: str, offset: int, n: int) -> bytes:
+    try:
+        with _open_at(path, offset) as f:
+            return f.read(n)
+    except Exception:  # noqa: BLE001
+        return b""
+
+
+def _parse_http(block: bytes) -> tuple[int, str | None, bytes] | None:
+    """(status, content type, body) of an HTTP response block, or None."""
+    if not block.startswith(b"HTTP/"):
+        return None
+    end = block.find(b"\r\n\r\n")
+    sep = 4
+    if end < 0:
+        end, sep = block.find(b"\n\n"), 2
+    if end < 0:
+        return None
+    lines = block[:end].decode("latin-1").splitlines()
+    try:
+        status = int(lines[0].split()[1])
+    except (IndexError, ValueError):
+        return None
+    ctype = None
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        if k.strip().lower() == "content-type":
+            ctype = v.strip()
+    return status, ctype, block[end + sep:]
+
+
+def _warc_record(rec, source: str, read_cfg, origin: str, base: int = 0) -> Iterator[Event]:
     from fastwarc.warc import WarcRecordType
 
     rid = (rec.record_id or "").strip("<>") or None
     url = rec.headers.get("WARC-Target-URI")
-    loc = f"{origin}@{rec.stream_pos}"
+    loc = f"{origin}@{base + rec.stream_pos}"
     try:
         body = rec.reader.read(read_cfg.max_record_bytes + 1)
     except _STREAM_ERRORS as e:
@@ -357,15 +487,23 @@ def _warc_record(rec, source: str, read_cfg, origin: str) -> Iterator[Event]:
             yield "dead", dead_letter_row(source, loc, err, body)
             return
     else:
-        ctype = rec.http_headers.get("Content-Type") if rec.http_headers is not None else rec.headers.get("Content-Type")
-        if rec.record_type == WarcRecordType.response and rec.http_headers is None:
-            yield "dead", dead_letter_row(source, loc, "http_parse_error", body)
-            return
+        status = None
+        if rec.http_headers is not None:
+            ctype, status = rec.http_headers.get("Content-Type"), rec.http_headers.status_code
+        elif rec.record_type == WarcRecordType.response:
+            # fastwarc parses HTTP only when the WARC Content-Type says application/http
+            parsed = _parse_http(body)
+            if parsed is None:
+                yield "dead", dead_letter_row(source, loc, "http_parse_error", body)
+                return
+            status, ctype, body = parsed
+        else:  # resource record: the block is the document itself
+            ctype = rec.headers.get("Content-Type")
         if not ctype or "html" not in ctype.lower():
             stub = {"id": rid, "source": source, "url": url, "content_hash": None}
             yield "drop", dropped_row(stub, "read", "not_html", detail={"content_type": ctype})
             return
-        meta["http_status"] = rec.http_headers.status_code if rec.http_headers is not None else None
+        meta["http_status"] = status
         try:
             text = extract_html_text(body, ctype, read_cfg.html_extractor)
         except Exception as e:  # noqa: BLE001
