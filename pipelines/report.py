@@ -54,13 +54,13 @@ def _stages(ledger: dict) -> Section:
     fig, ax = new_figure(7.5, 3.4)
     for s, d in ledger["sources"].items():
         xs = ["input"] + [st for st, _ in d["after_stage"]]
-        ys = [d["input"]] + [n for _, n in d["after_stage"]]
-        ax.plot(xs, ys, marker="o", label=s)
-    ax.set_ylabel("documents")
+        ys = [100.0] + [100.0 * n / max(d["input"], 1) for _, n in d["after_stage"]]
+        ax.plot(xs, ys, marker="o", label=f"{s} ({d['input']:,})")
+    ax.set_ylabel("% of input remaining")
     ax.set_title("Documents remaining after each stage")
     ax.tick_params(axis="x", rotation=30)
     ax.legend(fontsize=8)
-    sec.plot(fig, "stages", "Documents remaining after each stage, per source")
+    sec.plot(fig, "stages", "Share of each source's input remaining after each stage (input count in the legend)")
     mods = [[s, st, name, n] for s, d in ledger["sources"].items() for st, kv in d["modified"].items() for name, n in kv.items()]
     if mods:
         sec.table(["source", "stage", "event", "count"], mods, "Modifications and other events (documents kept)")
