@@ -134,15 +134,21 @@ class ProcessMediaFn(beam.DoFn):
             elif kind == "event":
                 name, n = payload
                 yield TaggedOutput("events", ((sample["source"], "media", name), n))
+            elif kind == "dead":  # bad media: a dead letter and, for the ledger, a drop
+                yield TaggedOutput("dead_only", payload)
+                yield TaggedOutput("drop", dead_to_dropped(payload, sample["modality"]))
             else:
                 yield TaggedOutput(kind, payload)
 
 
-def dead_to_dropped(d: dict[str, Any]) -> dict[str, Any]:
+def dead_to_dropped(d: dict[str, Any], modality: str | None = None) -> dict[str, Any]:
     from pipelines.stages import reason_code
 
-    return dropped_row({"id": d["id"], "source": d["source"], "content_hash": None}, d["stage"],
-                       reason_code(d["reason"]), detail={"origin": d["origin"], "reason": d["reason"]})
+    detail = {"origin": d["origin"], "reason": d["reason"], **({"modality": modality} if modality else {})}
+    row = dropped_row({"id": d["id"], "source": d["source"], "content_hash": None}, d["stage"],
+                      reason_code(d["reason"]), detail=detail)
+    row["_text"] = f"[{modality or 'media'}] {d['origin']}: {d['reason']}"
+    return row
 
 
 # ------------------------------------------------------------------ dedup helpers
@@ -489,6 +495,9 @@ class _SummaryFn(beam.DoFn):
         for sh in sorted(shards, key=lambda x: x["path"]):
             if sh["modality"] in mods:
                 mods[sh["modality"]]["shards"].append({k: sh[k] for k in ("path", "source", "samples", "bytes", "sha256", "tokens")})
+        for e in mods.values():  # real tar sizes once written (a dry run keeps the payload estimate)
+            if e["shards"]:
+                e["bytes"] = sum(sh["bytes"] for sh in e["shards"])
         for m, rel in sorted(indexes):
             if m in mods:
                 mods[m]["index"] = rel
@@ -535,13 +544,10 @@ def add_media(p, cfg, sources, media_files, out: str, *, dry_run: bool = False,
         read.sample
         | "SpreadSamples" >> beam.Reshuffle()
         | "ProcessMedia" >> beam.ParDo(ProcessMediaFn(ops_factory, mcfg, source_rank, dry_run)).with_outputs(
-            "dead", "dead_only", "drop", "events", main="kept")
+            "dead_only", "drop", "events", main="kept")
     )
-    dead = (read.dead, proc.dead, proc.dead_only) | "MediaDead" >> beam.Flatten()
-    dropped_parts = [
-        (read.dead, proc.dead) | "MediaDeadInputs" >> beam.Flatten() | "MediaDeadToDropped" >> beam.Map(dead_to_dropped),
-        read.drop, proc.drop,
-    ]
+    dead = (read.dead, proc.dead_only) | "MediaDead" >> beam.Flatten()
+    dropped_parts = [read.dead | "MediaDeadToDropped" >> beam.Map(dead_to_dropped), read.drop, proc.drop]
     event_parts = [proc.events]
     kept = proc.kept
     if mcfg.dedup.enabled:

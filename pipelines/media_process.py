@@ -267,14 +267,16 @@ def process_sample(sample: dict[str, Any], cfg: MediaConfig, ops: list[Any], sou
     for name, n in tevents.items():
         yield "event", (name, n)
     if treason is not None:
-        yield "drop", dropped_row(_stub(sample), STAGE, treason, score=tscore, detail={"text": (text or "")[:300]})
+        yield "drop", dropped_row(_stub(sample), STAGE, treason, score=tscore,
+                                  detail={"modality": sample["modality"], "origin": sample["origin"], "text": (text or "")[:300]})
         if not dry_run:
             return
     try:
         try:
             members, info, chash, sig, mtok, size, secs = handler(sample, cfg, True)
         except MediaReject as r:
-            yield "drop", dropped_row(_stub(sample), STAGE, r.reason, score=r.score, detail=r.detail or None)
+            yield "drop", dropped_row(_stub(sample), STAGE, r.reason, score=r.score,
+                                      detail={"modality": sample["modality"], "origin": sample["origin"], **r.detail})
             if not dry_run:
                 return
             members, info, chash, sig, mtok, size, secs = handler(sample, cfg, False)
@@ -305,7 +307,8 @@ def _process_interleaved(sample, cfg: MediaConfig, ops, source_rank, dry_run):
             text_info["lang"] = v.lang
         if v.reason is not None:
             yield "drop", dropped_row(_stub(sample), STAGE, v.reason, score=v.score,
-                                      detail={"text": "\n\n".join(texts)[:300]})
+                                      detail={"modality": "interleaved", "origin": sample["origin"],
+                                              "text": "\n\n".join(texts)[:300]})
             if not dry_run:
                 return
         else:
