@@ -137,6 +137,8 @@ class ProcessMediaFn(beam.DoFn):
             elif kind == "dead":  # bad media: a dead letter and, for the ledger, a drop
                 yield TaggedOutput("dead_only", payload)
                 yield TaggedOutput("drop", dead_to_dropped(payload, sample["modality"]))
+            elif kind == "drop" and self._dry:  # dry run: the record is kept; count the would-be drop
+                yield TaggedOutput("events", ((sample["source"], "media", f"would_drop.{payload['reason']}"), 1))
             else:
                 yield TaggedOutput(kind, payload)
 
@@ -331,9 +333,9 @@ class MediaDedup(beam.PTransform):
         res = (
             {"rec": recs | "ByUid" >> beam.Map(lambda r: (r["uid"], r)), "dup": all_dups}
             | "JoinDups" >> beam.CoGroupByKey()
-            | "Decide" >> beam.ParDo(_DecideFn(dry)).with_outputs("dropped", main="kept")
+            | "Decide" >> beam.ParDo(_DecideFn(dry)).with_outputs("dropped", "events", main="kept")
         )
-        ev = tuple(events) | "DedupEvents" >> beam.Flatten() if events else (recs.pipeline | "NoDedupEvents" >> beam.Create([]))
+        ev = tuple(events + [res.events]) | "DedupEvents" >> beam.Flatten()
         return res.kept, res.dropped, ev
 
 
@@ -362,8 +364,10 @@ class _DecideFn(beam.DoFn):
                 d = dups[0]
                 info = {k: d[k] for k in ("survivor_id", "cluster_id", "score")}
                 info["detail"] = d.get("detail") or {}
-                yield TaggedOutput("dropped", _dup_row(rec, "media_dedup", d["reason"], info))
-                if not self._dry:
+                if self._dry:  # dry run: keep, and count the would-be drop
+                    yield TaggedOutput("events", ((rec["source"], "media_dedup", f"would_drop.{d['reason']}"), 1))
+                else:
+                    yield TaggedOutput("dropped", _dup_row(rec, "media_dedup", d["reason"], info))
                     continue
             yield rec
 

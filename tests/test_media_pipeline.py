@@ -140,3 +140,13 @@ def test_byte_identical_across_runner_modes(built):
     a, b = _digests(out), _digests(out2)
     assert a == b and any(k.endswith(".tar") for k in a)
     shutil.rmtree(out2)
+
+
+def test_dry_run_keeps_everything_it_can_and_balances(tmp_path):
+    out = str(tmp_path / "dry")
+    build_corpus.run(["--input", f"media={MEDIA}/manifest.jsonl", "--output", out, "--dry-run", "--no-report"])
+    ledger = json.load(open(os.path.join(out, "ledger.json")))
+    src = ledger["sources"]["media"]
+    assert ledger["balanced"] and src["kept"] == 14 and src["dropped"] == {"media": {"truncated_image": 1}}
+    assert src["modified"]["media_dedup"]["would_drop.near_duplicate"] == 4
+    assert not os.path.exists(os.path.join(out, "media"))

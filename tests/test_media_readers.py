@@ -163,3 +163,16 @@ def test_process_sample_text_filters_dead_letters_and_interleaved(tmp_path):
     assert kinds.count("dead_only") == 1 and kinds[-1] == "kept"
     doc = json.loads(out["doc"][-1][1]["members"]["json"])
     assert [s["type"] for s in doc["segments"]] == ["text", "text"]
+
+
+def test_tar_audio_and_video_members_are_processed_from_memory(tmp_path):
+    wav = open(os.path.join(MEDIA, "audio", "conference_begin.wav"), "rb").read()
+    mp4 = open(os.path.join(MEDIA, "video", "slideshow.mp4"), "rb").read()
+    p = tmp_path / "av.tar"
+    _tar(p, [("a1.wav", wav, "f"), ("a1.txt", b"the conference will begin", "f"), ("v1.mp4", mp4, "f")])
+    samples = [s for k, s in _read(p) if k == "sample"]
+    assert [(s["id"], s["modality"], s["path"]) for s in samples] == [("a1", "audio", None), ("v1", "video", None)]
+    recs = [list(process_sample(s, CFG.media, [], {"s": 0}))[-1] for s in samples]
+    assert [k for k, _ in recs] == ["kept", "kept"]
+    assert set(recs[0][1]["members"]) == {"flac", "json"}
+    assert sum(1 for m in recs[1][1]["members"] if m.endswith(".jpg")) == 16 and "flac" in recs[1][1]["members"]
