@@ -29,7 +29,6 @@ shard's bytes depend only on its samples.
 """
 from __future__ import annotations
 
-import io
 import math
 import os
 import posixpath
@@ -512,7 +511,3 @@ def read_bounded(f, cap: int) -> tuple[bytes, int]:
             size += len(more)
         data = data[:cap]
     return data, size
-
-
-def bytes_io(data: bytes) -> io.BytesIO:
-    return io.BytesIO(data)
