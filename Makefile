@@ -13,7 +13,9 @@ DEMO_INPUTS ?= \
 	--input web=data/sample/web \
 	--input wiki=data/sample/multilingual \
 	--input books=data/sample/books \
-	--input code=data/sample/code
+	--input code=data/sample/code \
+	--input media=data/sample/media/manifest.jsonl \
+	--input media_pairs=data/sample/media/pairs.tar
 
 .PHONY: setup system-deps demo corpus test test-fast bench clean help
 

@@ -52,6 +52,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--dry-run", action="store_true",
                    help="score and decide, but keep every document (calibration: see the report)")
     p.add_argument("--no-report", action="store_true", help="skip report.html / report.md")
+    p.add_argument("--media-root", default=None, metavar="DIR",
+                   help="base of relative paths in media manifests (default: the manifest's folder)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p.parse_known_args(argv)
 
@@ -189,7 +191,10 @@ def build_pipeline(p, cfg, sources, files, out: str, *, dry_run: bool = False) -
     src_map = {s.name: s for s in sources}
     source_rank = {s.name: i for i, s in enumerate(sources)}
 
-    docs, dead, read_dropped = p | "Read" >> stages.ReadSources(files, src_map, cfg.read)
+    from pipelines import media as media_mod
+
+    text_files, media_files = media_mod.split_files(files)
+    docs, dead, read_dropped = p | "Read" >> stages.ReadSources(text_files, src_map, cfg.read)
     inputs = (
         (docs | "InDocs" >> beam.Map(lambda d: d["source"]),
          read_dropped | "InDropped" >> beam.Map(lambda r: r["source"]))
@@ -213,6 +218,16 @@ def build_pipeline(p, cfg, sources, files, out: str, *, dry_run: bool = False) -
         dropped_parts.append(res.dropped)
         event_parts.append(res.events)
         stage_order.append("exact_dedup")
+
+    media = None
+    if media_files:  # images, audio, video, interleaved documents: pipelines/media.py
+        media = media_mod.add_media(p, cfg, sources, media_files, out, dry_run=dry_run,
+                                    ops_factory=functools.partial(ops_mod.build_operators, cfg))
+        inputs = (inputs, media.inputs) | "InWithMedia" >> beam.Flatten()
+        dropped_parts.append(media.dropped)
+        event_parts.append(media.events)
+        dead = (dead, media.dead) | "DeadWithMedia" >> beam.Flatten()
+        stage_order += media.stage_order
 
     dropped = tuple(dropped_parts) | "AllDropped" >> beam.Flatten()
     events = tuple(event_parts) | "AllEvents" >> beam.Flatten() if event_parts else (
@@ -265,7 +280,8 @@ def build_pipeline(p, cfg, sources, files, out: str, *, dry_run: bool = False) -
 
     # ---- small aggregates -> ledger.json, manifest.json, stats.json
     by_lang, hist = kept | "Stats" >> CorpusStats()
-    ledger_counts = ledger_key_counts(dropped, inputs, kept, events)
+    kept_all = (kept, media.kept) | "KeptWithMedia" >> beam.Flatten() if media else kept
+    ledger_counts = ledger_key_counts(dropped, inputs, kept_all, events)
     manifest_base = {
         "format": "corpus-manifest/1",
         "config_hash": cfg.fingerprint(),
@@ -282,7 +298,7 @@ def build_pipeline(p, cfg, sources, files, out: str, *, dry_run: bool = False) -
         | "WriteSummary" >> beam.ParDo(
             _WriteSummaryFn(out, stage_order, manifest_base),
             AsList(ledger_counts), AsList(by_lang), AsList(hist), AsList(shards), AsList(dropped_shards),
-            AsList(dead_shards))
+            AsList(dead_shards), *([AsList(media.summary)] if media else []))
     )
     return stage_order
 
@@ -336,6 +352,10 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         cfg = load_config(args.config, args.overrides)
     except ConfigError as e:
         raise UsageError(str(e)) from None
+    if args.media_root:
+        if "://" not in args.media_root and not os.path.isdir(args.media_root):
+            raise UsageError(f"--media-root {args.media_root}: not a directory")
+        cfg.media.media_root = args.media_root
     sources = resolve_sources(cfg, args.input)
     files = plan_files(sources, cfg.read)
     out = args.output.rstrip("/")

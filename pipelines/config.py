@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from filters.media import MediaConfig
 from filters.normalize import NormalizeConfig
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "corpus.yaml")
@@ -108,6 +109,7 @@ class CorpusConfig(_Strict):
     normalize: NormalizeConfig = NormalizeConfig()
     exact_dedup: ExactDedupConfig = ExactDedupConfig()
     output: OutputConfig = OutputConfig()
+    media: MediaConfig = MediaConfig()
 
     def fingerprint(self) -> str:
         """Hash of the validated config (canonical JSON), recorded in the manifest."""

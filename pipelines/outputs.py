@@ -208,7 +208,7 @@ class _WriteSummaryFn(beam.DoFn):
         self._stage_order = stage_order
         self._base = manifest_base
 
-    def process(self, _, ledger_counts, by_lang, hist, shards, dropped_shards, dead_shards):
+    def process(self, _, ledger_counts, by_lang, hist, shards, dropped_shards, dead_shards, media=()):
         ledger = build_ledger(ledger_counts, self._stage_order)
         write_json(join(self._out, "ledger.json"), ledger)
         srcs: dict[str, Any] = {}
@@ -231,6 +231,8 @@ class _WriteSummaryFn(beam.DoFn):
             "dead_letter_files": sorted(x["path"] for x in dead_shards),
             "ledger_balanced": ledger["balanced"],
         }
+        for m in media:  # pipelines/media.py: per-modality samples, token costs, shards
+            manifest.update(m)
         manifest["manifest_hash"] = stable_hash(json.dumps(manifest, sort_keys=True), size=16)
         write_json(join(self._out, "manifest.json"), manifest)
         stats = {

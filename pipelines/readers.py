@@ -41,6 +41,11 @@ def split_compression(path: str) -> tuple[str, str | None]:
 
 def detect_reader(path: str, code_extensions: dict[str, str], text_extensions: list[str]) -> str | None:
     """The reader for a path by extension, or None when nothing fits."""
+    from pipelines.media_readers import detect_media  # media files, WebDataset tars, media manifests
+
+    media = detect_media(path)
+    if media:
+        return media
     base, _ = split_compression(path)
     ext = os.path.splitext(base)[1].lower()
     if ext in JSONL_EXT:
