@@ -61,7 +61,8 @@ _PHONE = re.compile(
     r"|\d{3}[.-]\d{3}[.-]\d{4})(?![\w])"
 )
 _IPV6_HINT = re.compile(r"[0-9a-fA-F]{1,4}:[0-9a-fA-F]{1,4}:")
-_CARD = re.compile(r"(?<![\d.-])(?:\d[ -]?){12,18}\d(?![\d-])")
+# 13-19 digits, contiguous or in groups of 4 (4-6-5 for Amex)
+_CARD = re.compile(r"(?<![\d.,-])(?:\d{13,19}|\d{4}(?:[ -]\d{4}){2}[ -]\d{1,7}|\d{4}[ -]\d{6}[ -]\d{5})(?![\d-])")
 _SECRETS = [
     ("private_key", re.compile(
         r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----")),
@@ -77,6 +78,8 @@ _SECRETS = [
     ("jwt", re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\b")),
 ]
 _DIGIT = re.compile(r"\d")
+# "version 9.2.1.4", "v4.2.13.1": dotted version numbers are not addresses
+_VERSION_BEFORE = re.compile(r"(?i)(?:\bv|version|vers\.|release|rev\.?)\s*$")
 _CARD_PREFIX = re.compile(r"^(?:4|5[1-5]|2[2-7]|3[47]|6(?:011|5|4[4-9])|3(?:0[0-5]|[68])|35)")
 
 
@@ -108,7 +111,7 @@ class PIIRedactor:
             ip = ipaddress.ip_address(s.split("%", 1)[0])
         except ValueError:
             return False
-        return ip.is_global if self.config.public_ips_only else True
+        return (ip.is_global and not ip.is_multicast) if self.config.public_ips_only else True
 
     def find(self, text: str) -> list[tuple[int, int, str]]:
         """Non-overlapping PII spans (earlier and longer spans win), sorted."""
@@ -125,7 +128,8 @@ class PIIRedactor:
         has_digit = _DIGIT.search(text) is not None
         if has_digit:
             if "ipv4" in t and "." in text:
-                spans += [(m.start(), m.end(), "ipv4") for m in _IPV4.finditer(text) if self._ip_ok(m.group())]
+                spans += [(m.start(), m.end(), "ipv4") for m in _IPV4.finditer(text)
+                          if self._ip_ok(m.group()) and not _VERSION_BEFORE.search(text, max(0, m.start() - 16), m.start())]
             if "credit_card" in t:
                 for m in _CARD.finditer(text):
                     digits = re.sub(r"\D", "", m.group())
