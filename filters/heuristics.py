@@ -112,9 +112,11 @@ class GopherQualityConfig(_RuleConfig):
     min_stop_words: int = 2
     bullets: list[str] = ["•", "-"]
     #: false (Gopher as published): ratios are per word, punctuation-only tokens are
-    #: not words.  true: per token, punctuation included, as datatrove >= 0.3 counts
-    #: with its spaCy tokenizer (stricter; used by bench/ for a like-for-like run).
+    #: not words.  true: per token, punctuation included, split the way datatrove
+    #: >= 0.3 does with spaCy (stricter; bench/ uses it for a like-for-like run).
     count_punctuation_as_words: bool = False
+    #: datatrove compares stop words case-sensitively ("The" is not "the"); we lower-case
+    stop_words_case_sensitive: bool = False
     #: explicit stop-word lists per language; other languages use ``stop_words_package``
     stop_words: dict[str, list[str]] = {"en": GOPHER_STOP_WORDS}
     #: package providing lists for more languages ("stopwordsiso" or "none")
@@ -123,6 +125,8 @@ class GopherQualityConfig(_RuleConfig):
 
 
 class GopherRepetitionConfig(_RuleConfig):
+    #: n-grams over tokens split like datatrove's spaCy tokenizer (bench/ only)
+    spacy_like_tokens: bool = False
     max_dup_para_frac: float = 0.3
     max_dup_para_char_frac: float = 0.2
     max_dup_line_frac: float = 0.3
@@ -211,17 +215,18 @@ _tls = threading.local()
 class Analysis:
     """Per-text measurements shared by the rule sets (tokenized once per document)."""
 
-    __slots__ = ("text", "_tokens", "_words", "_lines", "_word_chars")
+    __slots__ = ("text", "spacy_like", "_tokens", "_words", "_lines", "_word_chars")
 
-    def __init__(self, text: str):
+    def __init__(self, text: str, spacy_like: bool = False):
         self.text = text
+        self.spacy_like = spacy_like
         self._tokens = self._words = self._lines = None
         self._word_chars = None
 
     @property
     def tokens(self) -> list[str]:
         if self._tokens is None:
-            self._tokens = textseg.tokens(self.text)
+            self._tokens = (textseg.tokens_spacy_like if self.spacy_like else textseg.tokens)(self.text)
         return self._tokens
 
     @property
@@ -247,12 +252,12 @@ class Analysis:
         return self._word_chars
 
 
-def analysis(text: str) -> Analysis:
+def analysis(text: str, spacy_like: bool = False) -> Analysis:
     """The analysis of ``text``, reused while the same string object is scored."""
     a = getattr(_tls, "last", None)
-    if a is not None and a.text is text:
+    if a is not None and a.text is text and a.spacy_like == spacy_like:
         return a
-    a = Analysis(text)
+    a = Analysis(text, spacy_like)
     _tls.last = a
     return a
 
@@ -355,7 +360,7 @@ class GopherQuality(_Rules):
         return _package_stop_words(self.config.stop_words_package, lang)
 
     def _score(self, doc, p: GopherQualityConfig) -> dict[str, float]:
-        a = analysis(doc["text"])
+        a = analysis(doc["text"], p.count_punctuation_as_words)
         text = a.text
         words = a.words
         n_words = len(words)
@@ -374,8 +379,9 @@ class GopherQuality(_Rules):
         sw = self.stop_words_for(doc.get("lang"))
         if sw is not None:
             present = set()
+            cs = p.stop_words_case_sensitive
             for w in words:
-                lw = w.lower()
+                lw = w if cs else w.lower()
                 if lw in sw:
                     present.add(lw)
                     if len(present) >= 64:
@@ -506,7 +512,7 @@ class GopherRepetition(_Rules):
         out["dup_line_frac"] = nd / len(lines)
         out["dup_line_char_frac"] = cd / n_chars
 
-        toks = analysis(text).tokens
+        toks = analysis(text, p.spacy_like_tokens).tokens
         if not toks:
             return out
         vocab: dict[str, int] = {}

@@ -147,16 +147,17 @@ def has_no_space_script(text: str) -> bool:
 
 
 # ----------------------------------------------------------------------------- tokens
-# spaCy-like tokens for space-delimited scripts: URLs and e-mail addresses whole;
-# words with intra-word apostrophes, hyphen/period joins between letters or digits
-# ("e.g.", "3.14", "x86-64") whole; every other punctuation character a token.
+# spaCy-like tokens for space-delimited scripts: each whitespace-separated chunk
+# keeps its core from the first to the last word character whole (``don't``,
+# ``x86-64``, ``systemd.special(7``, ``a.b@c.com``), the punctuation before and
+# after it becomes one token per character, except runs of dots or dashes
+# (``...``, ``--``); URLs stay whole.
 # ``regex`` (not ``re``): its ``\w`` includes combining marks, so Devanagari vowel
 # signs and Arabic harakat stay inside their word.
 _TOKEN_RE = regex.compile(
     r"(?:https?|ftp)://\S+[^\s.,;:!?)\]}'\"]"
-    r"|[\w.+-]+@[\w-]+(?:\.[\w-]+)+"
-    r"|\w+(?:[’'.,]\w+)*"
-    r"|\.{2,}|[^\w\s]"
+    r"|\w(?:\S*\w)?"
+    r"|\.{2,}|-{2,}|[^\w\s]"
 )
 _WORD_CHAR_RE = regex.compile(r"[\p{L}\p{N}\p{M}]")
 _WS_RE = re.compile(r"\s+")
@@ -210,6 +211,100 @@ def tokens(text: str) -> list[str]:
     if _NO_SPACE_RE.search(text) is not None:
         return _icu_tokens(text)
     return _TOKEN_RE.findall(text)
+
+
+# ---- spaCy-like splitting (what datatrove >= 0.3 counts words with) -------------
+# Only for like-for-like comparisons (bench/, ``count_punctuation_as_words``).
+# Per whitespace chunk, as spaCy's English tokenizer does: split prefix
+# punctuation off the front and suffix punctuation off the back one character at
+# a time, split contractions ("do" "n't", "ca" "n't", "it" "'s", "can" "not"),
+# then split infixes (hyphen/slash/colon/=/<>/~ between letters, "," between
+# letters, "." between a lower- and an upper-case letter, +-*^ between digits).
+_SP_PUNCT = set("…,:;!?¿؟¡()[]{}<>_#*&。？！，、；：～·।،۔؛٪")
+_SP_QUOTES = set("'\"”“`‘´’‚,„»«「」『』（）〔〕【】《》〈〉")
+_SP_PREFIX = _SP_PUNCT | _SP_QUOTES | set("§%=—–+$£€¥฿")
+_SP_SUFFIX = (_SP_PUNCT | _SP_QUOTES | set("—–%")) - {"."}
+_SP_EMOTICONS = frozenset({":)", ":-)", ":(", ":-(", "):", ";)", ":p", ":P", ":D", "8)", ":/", ":|", "=)", "(:", "<3", ":'("})
+_SP_INFIX = regex.compile(
+    r"(?<=[\p{L}0-9])(?:-|–|—|--|---|——|~)(?=\p{L})"
+    r"|(?<=[\p{L}0-9])[:<>=/](?=\p{L})"
+    r"|(?<=\p{L}),(?=\p{L})"
+    r"|(?<=[\p{Ll}'\"])\.(?=[\p{Lu}'\"])"
+    r"|(?<=[0-9])[+\-*^](?=[0-9-])"
+    r"|\.\.+|…|\p{So}"
+)
+_SP_CONTRACTION = regex.compile(r"(?i)^(.+?)(n['’]t|['’](?:s|ll|re|ve|d|m))$")
+_SP_SPECIAL = {"can't": ("ca", "n't"), "won't": ("wo", "n't"), "shan't": ("sha", "n't"), "cannot": ("can", "not"),
+               "can’t": ("ca", "n’t"), "won’t": ("wo", "n’t"), "ain't": ("ai", "n't")}
+_SP_ABBREV = regex.compile(r"^(?:\p{L}\.){2,}$|^\p{L}\.$|^(?:Mr|Mrs|Ms|Dr|Prof|St|Jr|Sr|vs|etc|Inc|Ltd|Co|No)\.$")
+_SP_DOT_AFTER = regex.compile(r"[0-9\p{Ll}%°'\"”’)\]]$|\p{Lu}\p{Lu}$")
+_URL_RE = regex.compile(r"^(?:https?|ftp)://|^www\.")
+
+
+def _spacy_chunk(chunk: str, out: list[str]) -> None:
+    if _URL_RE.match(chunk) or chunk in _SP_EMOTICONS:
+        out.append(chunk)
+        return
+    suffixes: list[str] = []
+    while chunk:
+        if chunk in _SP_EMOTICONS or _SP_ABBREV.match(chunk):
+            break
+        if chunk[0] in _SP_PREFIX and len(chunk) > 1:
+            out.append(chunk[0])
+            chunk = chunk[1:]
+            continue
+        if chunk.startswith("...") and len(chunk) > 3:
+            out.append("...")
+            chunk = chunk[3:]
+            continue
+        last = chunk[-1]
+        if len(chunk) > 1 and last in _SP_SUFFIX:
+            suffixes.append(last)
+            chunk = chunk[:-1]
+            continue
+        if len(chunk) > 1 and last == "." and not chunk.endswith("..") and _SP_DOT_AFTER.search(chunk[:-1]):
+            suffixes.append(".")
+            chunk = chunk[:-1]
+            continue
+        if chunk.endswith("...") and len(chunk) > 3:
+            suffixes.append("...")
+            chunk = chunk[:-3]
+            continue
+        break
+    if chunk:
+        low = chunk.lower()
+        if low in _SP_SPECIAL:
+            a, b = _SP_SPECIAL[low]
+            out += [chunk[: len(a)], chunk[len(a):]]
+        else:
+            m = _SP_CONTRACTION.match(chunk)
+            parts = [m.group(1), m.group(2)] if m and m.group(1)[-1:].isalpha() else [chunk]
+            for part in parts:
+                pos = 0
+                for im in _SP_INFIX.finditer(part):
+                    if im.start() > pos:
+                        out.append(part[pos:im.start()])
+                    out.append(im.group())
+                    pos = im.end()
+                if pos < len(part):
+                    out.append(part[pos:])
+    out += reversed(suffixes)
+
+
+def tokens_spacy_like(text: str) -> list[str]:
+    """Like ``tokens`` but splitting space-delimited text the way spaCy's English
+    tokenizer does; dictionary segmentation for the scripts without spaces."""
+    if not text:
+        return []
+    if _NO_SPACE_RE.search(text) is not None:
+        return _icu_tokens(text)
+    out: list[str] = []
+    for chunk in text.split():
+        if chunk.isalnum() and chunk.lower() != "cannot":
+            out.append(chunk)
+        else:
+            _spacy_chunk(chunk, out)
+    return out
 
 
 def is_word(tok: str) -> bool:
