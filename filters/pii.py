@@ -60,6 +60,7 @@ _PHONE = re.compile(
     r"|\(\d{3}\)[ .-]?\d{3}[ .-]\d{4}"
     r"|\d{3}[.-]\d{3}[.-]\d{4})(?![\w])"
 )
+_HEXGROUP = re.compile(r"[0-9A-Fa-f]{1,4}")
 _IPV6_HINT = re.compile(r"[0-9a-fA-F]{1,4}:[0-9a-fA-F]{1,4}:")
 # 13-19 digits, contiguous or in groups of 4 (4-6-5 for Amex)
 _CARD = re.compile(r"(?<![\d.,-])(?:\d{13,19}|\d{4}(?:[ -]\d{4}){2}[ -]\d{1,7}|\d{4}[ -]\d{6}[ -]\d{5})(?![\d-])")
@@ -141,7 +142,8 @@ class PIIRedactor:
                     if 7 <= nd <= 15:
                         spans.append((m.start(), m.end(), "phone"))
         if "ipv6" in t and ":" in text and ("::" in text or _IPV6_HINT.search(text)):
-            spans += [(m.start(), m.end(), "ipv6") for m in _IPV6.finditer(text) if self._ip_ok(m.group())]
+            spans += [(m.start(), m.end(), "ipv6") for m in _IPV6.finditer(text)
+                      if len(_HEXGROUP.findall(m.group())) >= 3 and self._ip_ok(m.group())]
         if not spans:
             return []
         # resolve overlaps: earliest start, then longest
