@@ -57,8 +57,8 @@ class SafetyConfig(BaseModel):
     min_distinct: int = Field(1, ge=1)
     #: List hygiene (uncurated lists hold ordinary words: "does", "tool", "http" ...).
     #: A term that is among the ``common_words_top_n`` most frequent words (wordfreq)
-    #: of any of ``common_word_languages`` other than its own list's language is a
-    #: cross-language false friend and is ignored; a term among the
+    #: of any of ``common_word_languages`` other than its own list's language, but
+    #: not of its own, is a cross-language false friend and is ignored; a term among the
     #: ``own_language_top_n`` most frequent words of its own language (function
     #: words such as French "faire") is ignored too.  Terms need a letter.
     common_word_languages: list[str] = [
@@ -150,11 +150,17 @@ def _common_words_cached(langs: tuple[str, ...], top_n: int, own_top_n: int):
 
 
 def _why_common(term: str, own: str, common: dict[str, tuple[set[str], set[str]]]) -> str | None:
-    for lang, (top, own_top) in common.items():
-        if lang == own:
-            if term in own_top:
-                return f"function word of {lang}"
-        elif term in top:
+    """Why a listed term is ignored: a function word of its own language, or a
+    common word of another language that is *not* a common word of its own
+    (a false friend like "does" in a French list; "fuck" stays in the English
+    list although German and Dutch use it too)."""
+    own_top, own_func = common.get(own, (set(), set()))
+    if term in own_func:
+        return f"function word of {own}"
+    if term in own_top:
+        return None
+    for lang, (top, _) in common.items():
+        if lang != own and term in top:
             return f"common word of {lang}"
     return None
 
@@ -193,6 +199,7 @@ class TermFilter:
         self._auto = ahocorasick.Automaton()
         common = _common_words(tuple(self.config.common_word_languages), self.config.common_words_top_n,
                                self.config.own_language_top_n)
+        self._common = {_LIST_LANG_ALIASES.get(k, k): v for k, v in common.items()}
         self.ignored: dict[str, str] = {}
         allowed = {" ".join(t.lower().split()) for t in self.config.allow_terms}
         n = 0
@@ -214,9 +221,9 @@ class TermFilter:
                 need_r = _is_word_char(term[-1]) and not _DENSE_RE.match(term[-1])
                 if term in self._auto:
                     _, langs, nl, nr = self._auto.get(term)
-                    self._auto.add_word(term, (term, langs | {lang}, nl, nr))
+                    self._auto.add_word(term, (term, langs | {own}, nl, nr))
                 else:
-                    self._auto.add_word(term, (term, frozenset({lang}), need_l, need_r))
+                    self._auto.add_word(term, (term, frozenset({own}), need_l, need_r))
                     n += 1
         self.n_terms = n
         if n:
@@ -230,10 +237,16 @@ class TermFilter:
         if " " in low and ("\n" in low or "\t" in low):
             low = re.sub(r"\s", " ", low)  # terms with spaces match across line breaks too
         scope_lang = lang if self.config.term_scope == "document_language" else None
+        doc_lang = "en" if (lang or "").startswith("code:") else (lang or "")
+        doc_common = self._common.get(doc_lang, (set(), set()))[0]
         out = []
         n = len(low)
         for end, (term, langs, need_l, need_r) in self._auto.iter(low):
             if scope_lang is not None and scope_lang not in langs:
+                continue
+            # a term from another language's list that is an ordinary word of the
+            # document's language ("queue" from the French list in English text)
+            if doc_lang not in langs and term in doc_common:
                 continue
             start = end - len(term) + 1
             # a neighbour continues the word only if it is a word character outside
