@@ -339,7 +339,9 @@ def _package_stop_words(package: str, lang: str) -> frozenset[str] | None:
         import stopwordsiso
 
         base = lang.split("-")[0].split("_")[0].lower()
-        return frozenset(w.lower() for w in stopwordsiso.stopwords(base)) if stopwordsiso.has_lang(base) else None
+        if not stopwordsiso.has_lang(base):
+            return None
+        return frozenset(textseg.strip_vocalisation(w.lower()) for w in stopwordsiso.stopwords(base))
     if package in ("none", ""):
         return None
     raise ValueError(f"stop_words_package: unknown package {package!r} (choose stopwordsiso or none)")
@@ -380,8 +382,11 @@ class GopherQuality(_Rules):
         if sw is not None:
             present = set()
             cs = p.stop_words_case_sensitive
+            plain = not text.isascii()
             for w in words:
                 lw = w if cs else w.lower()
+                if plain:  # vocalised Arabic/Hebrew: "فِى" is the stop word "فى"
+                    lw = textseg.strip_vocalisation(lw)
                 if lw in sw:
                     present.add(lw)
                     if len(present) >= 64:

@@ -30,7 +30,7 @@ UNDETERMINED = "und"
 # points).  lid.176 was trained on mostly unvocalised text: fully vocalised
 # classical Arabic scores ~0.3 as "mzn" with them and ~0.9 as "ar" without.
 # Only the model's input is stripped; the document is not changed.
-_VOCALISATION = re.compile("[\u0610-\u061a\u064b-\u065f\u0670\u06d6-\u06ed\u08d3-\u08ff\u0591-\u05c7]")
+_VOCALISATION = textseg.VOCALISATION_RE
 
 
 class LanguageConfig(BaseModel):

@@ -9,7 +9,7 @@ lists that ``safetext`` ships), never a list written into this code.
                    lower-cased text, one pass for all lists).  Terms in scripts
                    written without spaces (Han, Kana, Thai ...) match as
                    substrings; others need non-word characters on both sides.
-                   Scores ``matches`` and ``distinct``; drops at ``min_distinct``.
+                   Scores ``matches``, ``distinct`` and ``weight``; drops at ``min_weight``.
 ``ToxicityClassifier``  P(toxic) from a fastText model trained with
                    ``python -m filters.safety train --positive TOXIC --negative CLEAN
                    --output MODEL`` (same machinery as the quality classifier).
@@ -53,8 +53,12 @@ class SafetyConfig(BaseModel):
     min_term_chars: int = Field(3, ge=1)
     #: the same for terms in dense scripts (Han, Kana, Hangul, Thai ...): 2 characters
     min_term_chars_dense: int = Field(2, ge=1)
-    #: drop a document with at least this many distinct listed terms
-    min_distinct: int = Field(1, ge=1)
+    #: drop a document whose distinct listed terms weigh at least this much: a term
+    #: weighs 1, or ``weak_term_weight`` when it is also among the ``common_words_top_n``
+    #: words of the document's own language (uncurated lists hold ordinary words:
+    #: French "envoyer", Chinese "提示"; one of those alone is weak evidence)
+    min_weight: float = Field(1.0, gt=0)
+    weak_term_weight: float = Field(0.5, ge=0, le=1)
     #: List hygiene (uncurated lists hold ordinary words: "does", "tool", "http" ...).
     #: A term that is among the ``common_words_top_n`` most frequent words (wordfreq)
     #: of any of ``common_word_languages`` other than its own list's language, but
@@ -229,8 +233,9 @@ class TermFilter:
         if n:
             self._auto.make_automaton()
 
-    def matches(self, text: str, lang: str | None = None) -> list[tuple[int, int, str]]:
-        """(start, end, term) of every whole-word match in ``text`` (lower-cased)."""
+    def matches(self, text: str, lang: str | None = None) -> list[tuple[int, int, str, bool]]:
+        """(start, end, term, weak) of every whole-word match in ``text`` (lower-cased);
+        ``weak``: the term is also an ordinary word of the document's language."""
         if not self.n_terms or not text:
             return []
         low = text.lower()
@@ -246,7 +251,8 @@ class TermFilter:
                 continue
             # a term from another language's list that is an ordinary word of the
             # document's language ("queue" from the French list in English text)
-            if doc_lang not in langs and term in doc_common:
+            common_here = term in doc_common
+            if doc_lang not in langs and common_here:
                 continue
             start = end - len(term) + 1
             # a neighbour continues the word only if it is a word character outside
@@ -255,20 +261,24 @@ class TermFilter:
                 continue
             if need_r and end + 1 < n and _continues(low[end + 1]):
                 continue
-            out.append((start, end + 1, term))
+            out.append((start, end + 1, term, common_here))
         return out
 
     def score(self, doc: dict[str, Any]) -> dict[str, float]:
         m = self.matches(doc["text"], doc.get("lang"))
-        return {"matches": float(len(m)), "distinct": float(len({t for _, _, t in m}))}
+        strength: dict[str, float] = {}
+        for _, _, t, weak in m:
+            strength[t] = max(strength.get(t, 0.0), self.config.weak_term_weight if weak else 1.0)
+        return {"matches": float(len(m)), "distinct": float(len(strength)),
+                "weight": round(sum(strength.values()), 6)}
 
     def decide(self, scores: dict[str, float]) -> str | None:
-        if scores.get("distinct", 0.0) >= self.config.min_distinct:
-            return "safety_terms:distinct"
+        if scores.get("weight", 0.0) >= self.config.min_weight:
+            return "safety_terms:weight"
         return None
 
     def thresholds(self, doc=None):
-        return {"distinct": ("max", self.config.min_distinct - 0.5)}
+        return {"weight": ("max", self.config.min_weight - 1e-9)}
 
 
 # ----------------------------------------------------------------------------- toxicity

@@ -142,6 +142,15 @@ def count_marks(text: str) -> int:
     return int(marks[cps].sum())
 
 
+# Optional vocalisation marks (Arabic harakat and Quranic annotation signs, Hebrew
+# points): written in scripture, poetry and teaching texts, absent elsewhere.
+VOCALISATION_RE = re.compile("[\u0610-\u061a\u064b-\u065f\u0670\u06d6-\u06ed\u08d3-\u08ff\u0591-\u05c7]")
+
+
+def strip_vocalisation(text: str) -> str:
+    return VOCALISATION_RE.sub("", text) if not text.isascii() else text
+
+
 def has_no_space_script(text: str) -> bool:
     return _NO_SPACE_RE.search(text) is not None
 

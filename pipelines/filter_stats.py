@@ -52,7 +52,7 @@ def threshold_providers(cfg: Any) -> list[Any]:
         if s.url_blocklists:
             out.append(_Static("url_blocklist", {"blocked": ("max", 0.0)}))
         if s.term_lists:
-            out.append(_Static("safety_terms", {"distinct": ("max", s.min_distinct - 0.5)}))
+            out.append(_Static("safety_terms", {"weight": ("max", s.min_weight - 1e-9)}))
         if s.toxicity.model:
             out.append(_Static("toxicity", {"score": ("max", s.toxicity.max_score)}))
     return out

@@ -31,7 +31,8 @@ def test_terms_in_scripts_without_spaces(terms):
 def test_term_filter_scores_and_decides(terms):
     out = run_filter(terms, doc("badword and schimpf and badword", lang="en"))
     assert out.doc["scores"]["safety_terms.matches"] == 3 and out.doc["scores"]["safety_terms.distinct"] == 2
-    assert out.reason == "safety_terms:distinct"
+    assert out.doc["scores"]["safety_terms.weight"] == 2
+    assert out.reason == "safety_terms:weight"
     assert run_filter(terms, doc("clean text", lang="en")).reason is None
 
 
@@ -47,6 +48,14 @@ def test_list_hygiene_uses_word_frequencies():
     t = TermFilter(SafetyConfig(), lists={"fr": ["does", "merde", "faire"], "en": ["fuck"]})
     assert t.ignored["does"].startswith("common word of") and "faire" in t.ignored and "merde" not in t.ignored
     assert [m[2] for m in t.matches("what does merde mean? fuck.")] == ["merde", "fuck"]
+
+
+def test_ordinary_words_of_the_document_language_are_weak_evidence():
+    t = TermFilter(SafetyConfig(), lists={"fr": ["envoyer", "zorglub"]})
+    one = run_filter(t, doc("Il faut envoyer le fichier.", lang="fr"))
+    assert one.doc["scores"]["safety_terms.weight"] == 0.5 and one.reason is None
+    two = run_filter(t, doc("Il faut envoyer le zorglub.", lang="fr"))
+    assert two.reason == "safety_terms:weight"
 
 
 def test_default_lists_come_from_the_safetext_wheel():
