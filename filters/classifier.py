@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 from filters.resources import resolve
 from filters.schema import stable_hash

@@ -16,7 +16,6 @@ fastText's model is CC BY-SA 3.0), loaded offline with ``fasttext``.
 """
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field

@@ -19,6 +19,8 @@ from __future__ import annotations
 import os
 import re
 import sys
+import unicodedata
+from functools import lru_cache
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -127,16 +129,9 @@ _LETTER_RE = re.compile(r"[^\W\d_]")
 _LIST_LANG_ALIASES = {"ch": "zh"}
 
 
-def _common_words(langs: tuple[str, ...], top_n: int, own_top_n: int) -> dict[str, tuple[set[str], set[str]]]:
-    """lang -> (top ``top_n`` words, top ``own_top_n`` words), from wordfreq."""
-    return _common_words_cached(langs, top_n, own_top_n)
-
-
-from functools import lru_cache  # noqa: E402
-
-
 @lru_cache(maxsize=4)
-def _common_words_cached(langs: tuple[str, ...], top_n: int, own_top_n: int):
+def _common_words(langs: tuple[str, ...], top_n: int, own_top_n: int) -> dict[str, tuple[set[str], set[str]]]:
+    """lang -> (top ``top_n`` words, top ``own_top_n`` words), from wordfreq (once per process)."""
     if not langs or (top_n == 0 and own_top_n == 0):
         return {}
     import logging
@@ -178,8 +173,6 @@ def _continues(ch: str) -> bool:
 
 
 def _category(ch: str) -> str:
-    import unicodedata
-
     return unicodedata.category(ch)
 
 
