@@ -65,11 +65,17 @@ def run_filter(op: DocFilter, doc: dict[str, Any]) -> FilterOutcome:
     for k, v in scores.items():
         new_scores[f"{op.name}.{k}"] = float(v)
     doc = {**doc, "scores": new_scores}
-    reason = op.decide(scores)
+    # An operator whose thresholds depend on the document (its language, script or
+    # kind) sets ``decide_with_doc = True`` and gets the scored document too.
+    reason = op.decide(scores, doc) if getattr(op, "decide_with_doc", False) else op.decide(scores)
     deciding = None
     if reason is not None:
-        # A reason may name the metric as "<metric>" or "<metric>:<detail>".
-        deciding = scores.get(reason.split(":", 1)[0])
+        # A reason may name the metric as "<metric>", "<metric>:<detail>" or
+        # "<operator name>:<metric>[:<detail>]".
+        head, _, rest = reason.partition(":")
+        deciding = scores.get(head)
+        if deciding is None and head == op.name and rest:
+            deciding = scores.get(rest.split(":", 1)[0])
     return FilterOutcome(doc=doc, reason=reason, score=deciding)
 
 

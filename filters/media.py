@@ -164,6 +164,11 @@ class MediaConfig(_Strict):
     media_root: str | None = None
     max_tar_member_bytes: int = Field(512 * 1024 * 1024, gt=0)
     text_filters: bool = True     # captions / transcripts / interleaved text go through the text operators
+    #: which text-operator stages run on a caption or transcript: document-level
+    #: quality rules (>= 50 words, >= 5 sentences, ...) would drop nearly every caption
+    caption_stages: list[str] = ["normalize", "safety", "pii"]
+    #: ... and on the text of an interleaved (OBELICS-like) document
+    interleaved_stages: list[str] = ["normalize", "language", "quality", "safety", "pii"]
     image: ImageConfig = ImageConfig()
     audio: AudioConfig = AudioConfig()
     video: VideoConfig = VideoConfig()

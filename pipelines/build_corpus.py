@@ -30,7 +30,8 @@ log = logging.getLogger("build_corpus")
 logging.getLogger().addFilter(lambda r: "apitools not found" not in r.getMessage())
 
 OUTPUT_ENTRIES = ("text", "dropped", "dead_letter", "samples", "media", "report", "stats.json",
-                  "manifest.json", "ledger.json", "report.html", "report.md", "contamination.json")
+                  "manifest.json", "ledger.json", "report.html", "report.md", "contamination.json",
+                  "filters.json", "calibration")
 
 
 class UsageError(ValueError):
@@ -208,9 +209,19 @@ def build_pipeline(p, cfg, sources, files, out: str, *, dry_run: bool = False) -
     if op_stages:
         res = docs | stages.ApplyOperators(functools.partial(ops_mod.build_operators, cfg), dry_run=dry_run)
         docs = res.kept
-        dropped_parts.append(res.dropped)
+        op_dropped = res.dropped
         event_parts.append(res.events)
         stage_order += [s for s in op_stages if s not in stage_order]
+        # issue 3: per-source top-percent quality keep, filter stats, dry-run calibration
+        from pipelines import filter_stats
+
+        if cfg.stages.quality and cfg.quality.classifier.keep_top_percent:
+            top = docs | filter_stats.KeepTopPercent(cfg.quality.classifier.keep_top_percent, dry_run=dry_run)
+            docs = top.kept
+            op_dropped = (op_dropped, top.dropped) | "OpAndTopDropped" >> beam.Flatten()
+        (docs, op_dropped) | filter_stats.FilterStats(cfg, out, dry_run)
+        if not dry_run:  # dry-run: would-be drops go to DIR/calibration/, not to the ledger
+            dropped_parts.append(op_dropped)
 
     if cfg.stages.exact_dedup and cfg.exact_dedup.enabled:
         res = docs | stages.ExactDedup(cfg.exact_dedup.survivor, source_rank)

@@ -18,7 +18,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from filters.media import MediaConfig
+from filters.language import LanguageConfig
 from filters.normalize import NormalizeConfig
+from filters.pii import PIIConfig
+from filters.quality import QualityConfig
+from filters.safety import SafetyConfig
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "corpus.yaml")
 
@@ -99,6 +103,10 @@ class OutputConfig(_Strict):
 class StagesConfig(_Strict):
     """Stages on/off; a stage that is off passes every document through."""
     normalize: bool = True
+    language: bool = True
+    quality: bool = True
+    safety: bool = True
+    pii: bool = True
     exact_dedup: bool = True
 
 
@@ -107,6 +115,10 @@ class CorpusConfig(_Strict):
     read: ReadConfig = ReadConfig()
     stages: StagesConfig = StagesConfig()
     normalize: NormalizeConfig = NormalizeConfig()
+    language: LanguageConfig = LanguageConfig()
+    quality: QualityConfig = QualityConfig()
+    safety: SafetyConfig = SafetyConfig()
+    pii: PIIConfig = PIIConfig()
     exact_dedup: ExactDedupConfig = ExactDedupConfig()
     output: OutputConfig = OutputConfig()
     media: MediaConfig = MediaConfig()

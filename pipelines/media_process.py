@@ -201,6 +201,9 @@ def _text(sample: dict[str, Any], ops: list[Any], cfg: MediaConfig):
     text = sample.get("text")
     if not text or not text.strip() or not cfg.text_filters or not ops:
         return text, {}, None, None, {}
+    ops = [op for op in ops if op.stage in cfg.caption_stages]
+    if not ops:
+        return text, {}, None, None, {}
     v = run_text_ops(ops, [text], sample["source"], sample["id"])
     info = {"text_scores": {k: round(x, 6) for k, x in sorted(v.scores.items())}}
     if v.lang:
@@ -298,6 +301,7 @@ def _process_interleaved(sample, cfg: MediaConfig, ops, source_rank, dry_run):
     texts = [s["text"] for s in segs if s["type"] == "text"]
     kept_texts: list[str | None] = texts
     text_info: dict[str, Any] = {}
+    ops = [op for op in ops if op.stage in cfg.interleaved_stages]
     if texts and cfg.text_filters and ops:
         v = run_text_ops(ops, texts, sample["source"], sample["id"])
         for name, n in v.events.items():

@@ -15,6 +15,7 @@ def build_operators(cfg: Any) -> list[Any]:
     ops: list[Any] = []
     if cfg.stages.normalize:
         ops.append(Normalizer(cfg.normalize))
+    ops += _filter_operators(cfg)
     return ops
 
 
@@ -22,4 +23,28 @@ def operator_stages(cfg: Any) -> list[str]:
     stages: list[str] = []
     if cfg.stages.normalize:
         stages.append("normalize")
+    stages += _filter_stages(cfg)
     return stages
+
+
+# ---- issue 3: language ID, quality, safety, PII (operators live in filters/)
+def _filter_operators(cfg: Any) -> list[Any]:
+    from filters.language import LanguageFilter, LanguageID
+    from filters.pii import PIIRedactor
+    from filters.quality import build_quality
+    from filters.safety import build_safety
+
+    ops: list[Any] = []
+    if cfg.stages.language:
+        ops += [LanguageID(cfg.language), LanguageFilter(cfg.language)]
+    if cfg.stages.quality:
+        ops += build_quality(cfg.quality)
+    if cfg.stages.safety:
+        ops += build_safety(cfg.safety)
+    if cfg.stages.pii and cfg.pii.types:
+        ops.append(PIIRedactor(cfg.pii))
+    return ops
+
+
+def _filter_stages(cfg: Any) -> list[str]:
+    return [s for s in ("language", "quality", "safety", "pii") if getattr(cfg.stages, s)]

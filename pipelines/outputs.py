@@ -230,6 +230,8 @@ class _WriteSummaryFn(beam.DoFn):
             "dropped_files": sorted(x["path"] for x in dropped_shards),
             "dead_letter_files": sorted(x["path"] for x in dead_shards),
             "ledger_balanced": ledger["balanced"],
+            # per source: modifications, e.g. PII redactions per type ("pii.email")
+            "modified": {s: d["modified"] for s, d in ledger["sources"].items() if d["modified"]},
         }
         for m in media:  # pipelines/media.py: per-modality samples, token costs, shards
             manifest.update(m)

@@ -48,6 +48,8 @@ def with_text(row: dict[str, Any], doc: dict[str, Any] | None) -> dict[str, Any]
     """Attach the text for the dropped-sample report (never written to dropped/)."""
     if doc is not None:
         row["_text"] = doc.get("text")
+        row["_lang"] = doc.get("lang")       # removals per language (report_filters)
+        row["_scores"] = doc.get("scores")   # score histograms include dropped docs
     return row
 
 

@@ -150,9 +150,12 @@ def test_process_sample_text_filters_dead_letters_and_interleaved(tmp_path):
         {"id": "doc", "texts": ["intro", None, "outro"], "images": [None, "trunc.jpg", None]},
     ]) + "\n")
     out = {}
+    # a two-word interleaved text would fail the document-level quality rules by design;
+    # this test is about media/text handling, so run the interleaved text without them
+    media_cfg = CFG.media.model_copy(update={"interleaved_stages": ["normalize", "safety", "pii"]})
     for kind, s in _read(man):
         assert kind == "sample"
-        out[s["id"]] = list(process_sample(s, CFG.media, ops, {"s": 0}))
+        out[s["id"]] = list(process_sample(s, media_cfg, ops, {"s": 0}))
     assert out["z"][0][0] == "dead" and out["z"][0][1]["reason"] == "empty_file" and out["z"][0][1]["id"] == "z"
     kept = out["ok"][-1][1]
     assert out["ok"][-1][0] == "kept" and set(kept["members"]) == {"jpg", "json"}

