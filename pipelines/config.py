@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from filters.decontam import DecontamConfig
 from filters.normalize import NormalizeConfig
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "corpus.yaml")
@@ -107,6 +108,7 @@ class CorpusConfig(_Strict):
     stages: StagesConfig = StagesConfig()
     normalize: NormalizeConfig = NormalizeConfig()
     exact_dedup: ExactDedupConfig = ExactDedupConfig()
+    decontamination: DecontamConfig = DecontamConfig()
     output: OutputConfig = OutputConfig()
 
     def fingerprint(self) -> str:
