@@ -368,7 +368,7 @@ class GramMaker:
                 self._bp.append((" ".join(toks), len(toks)))
         self.boilerplate_hits: dict[str, int] = {}
 
-    def _boiler_mask(self, toks: list[str]) -> np.ndarray | None:
+    def _boiler_mask(self, toks: list[str], found: set[str]) -> np.ndarray | None:
         """Token positions covered by a boilerplate phrase (None when none occurs)."""
         if not self._bp:
             return None
@@ -379,7 +379,7 @@ class GramMaker:
             at = joined.find(needle)
             if at < 0:
                 continue
-            self.boilerplate_hits[phrase] = self.boilerplate_hits.get(phrase, 0) + 1
+            found.add(phrase)
             if covered is None:
                 covered = np.zeros(len(toks), dtype=bool)
             while at >= 0:
@@ -398,6 +398,7 @@ class GramMaker:
     def grams(self, item: EvalItem) -> list[SeqGrams]:
         sp = self.spec
         out = []
+        found: set[str] = set()
         for bit, text, passage in self.sequences(item):
             fam = sp.family
             toks = normalized_words(text, fam)
@@ -421,13 +422,15 @@ class GramMaker:
                 continue
             keys = gram_keys(token_hashes(toks), n, fam)
             pos = np.arange(len(keys), dtype=np.int64)
-            covered = self._boiler_mask(toks) if fam == sp.family else None
+            covered = self._boiler_mask(toks, found) if fam == sp.family else None
             if covered is not None:
                 c = np.concatenate([[0], np.cumsum(covered)])
                 ok = (c[n:] - c[:-n]) == 0  # windows that touch no boilerplate token
                 keys, pos = keys[ok], pos[ok]
             if len(keys):
                 out.append(SeqGrams(keys, pos, n, bit, passage, toks, fam))
+        for phrase in found:  # items holding each phrase, for the report
+            self.boilerplate_hits[phrase] = self.boilerplate_hits.get(phrase, 0) + 1
         return out
 
 
@@ -496,15 +499,18 @@ class EvalIndex:
                     spans = self._scan_bloom(g, n, fam, text, spans, m)
         return m
 
+    def _maybe(self, g: np.ndarray) -> np.ndarray:
+        """Indices of the windows that pass the prefilter bitmap."""
+        slot = g >> np.uint64(64 - self.prefilter_log2)
+        bit = (self.prefilter[(slot >> np.uint64(3)).astype(np.int64)] >> (slot & np.uint64(7)).astype(np.uint8)) & 1
+        return np.flatnonzero(bit)
+
     def _lookup(self, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(window indices, key positions) of the windows whose key is in the index."""
         keys = self.keys
         if not len(keys) or not len(g):
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        shift = np.uint64(64 - self.prefilter_log2)
-        slot = g >> shift
-        maybe = (self.prefilter[(slot >> np.uint64(3)).astype(np.int64)] >> (slot & np.uint64(7)).astype(np.uint8)) & 1
-        cand = np.flatnonzero(maybe)
+        cand = self._maybe(g)
         if not len(cand):
             return cand, cand
         pos = np.searchsorted(keys, g[cand])
@@ -527,10 +533,15 @@ class EvalIndex:
                 d[key] = d.get(key, 0) | mk
 
     def _scan_bloom(self, g, n, fam, text, spans, m: "DocMatch"):
-        for si, spec in enumerate(self.sets):
+        cand = None
+        for si in range(len(self.sets)):
             if n not in self.set_lengths[si].get(fam, ()):
                 continue
-            hit = np.flatnonzero(self.blooms[si].contains(g))
+            if cand is None:
+                cand = self._maybe(g)
+                if not len(cand):
+                    return spans
+            hit = cand[self.blooms[si].contains(g[cand])]
             if len(hit):
                 spans = spans or token_spans(text, fam)
                 starts, ends = spans
@@ -683,14 +694,9 @@ def build_index(sets: list[tuple[SetSpec, list[EvalItem]]], cfg: DecontamConfig,
         index.ptr = np.append(first_idx, len(k_sorted)).astype(np.int64)
         index.post_item = all_item[order]
         index.post_mask = all_mask[order]
-        # prefilter: ~16 bits per key, between 2**20 and 2**31 bits
-        log2 = int(min(31, max(20, np.ceil(np.log2(max(len(uk), 1) * 16)))))
-        slots = uk >> np.uint64(64 - log2)
-        bits = np.zeros(1 << (log2 - 3), dtype=np.uint8)
-        np.bitwise_or.at(bits, (slots >> np.uint64(3)).astype(np.int64),
-                         np.uint8(1) << (slots & np.uint64(7)).astype(np.uint8))
-        index.prefilter, index.prefilter_log2 = bits, log2
+        index.prefilter, index.prefilter_log2 = _prefilter(uk)
     else:
+        index.prefilter, index.prefilter_log2 = _prefilter(np.unique(all_keys))
         index.blooms = []
         for keys_u, _, _ in per_set_entries:
             uk = np.unique(keys_u)
@@ -700,6 +706,17 @@ def build_index(sets: list[tuple[SetSpec, list[EvalItem]]], cfg: DecontamConfig,
     _name_ignored(sets, makers, reports)
     index.report = reports
     return index
+
+
+def _prefilter(keys: np.ndarray) -> tuple[np.ndarray, int]:
+    """A one-probe bitmap over the keys' top bits, ~16 bits per key (between 2**20
+    and 2**31 bits): about 94% of the windows of a document stop here."""
+    log2 = int(min(31, max(20, np.ceil(np.log2(max(len(keys), 1) * 16)))))
+    slots = keys >> np.uint64(64 - log2)
+    bits = np.zeros(1 << (log2 - 3), dtype=np.uint8)
+    np.bitwise_or.at(bits, (slots >> np.uint64(3)).astype(np.int64),
+                     np.uint8(1) << (slots & np.uint64(7)).astype(np.uint8))
+    return bits, log2
 
 
 def _name_ignored(sets, makers, reports, cap: int = 200) -> None:
