@@ -62,12 +62,12 @@ class BloomFilter:
 
     def add(self, keys: np.ndarray, chunk: int = 1 << 20) -> None:
         keys = np.asarray(keys, dtype=np.uint64)
+        flags = np.unpackbits(self.bits, bitorder="little")[: self.n_bits].astype(bool)  # scratch: 1 byte/bit
         for s in range(0, len(keys), chunk):
             part = keys[s:s + chunk]
             for i in range(self.n_hashes):
-                pos = self._probe(part, i)
-                np.bitwise_or.at(self.bits, (pos >> np.uint64(3)).astype(np.int64),
-                                 np.uint8(1) << (pos & np.uint64(7)).astype(np.uint8))
+                flags[self._probe(part, i).astype(np.int64)] = True
+        self.bits = np.packbits(flags, bitorder="little")
         self.n_added += len(keys)
 
     def contains(self, keys: np.ndarray) -> np.ndarray:

@@ -236,12 +236,11 @@ def normalized_words(text: str, family: str = "text") -> list[str]:
     return [norm_token(t) for t in raw_tokens(text, family)]
 
 
-def is_nospace_text(toks: list[str]) -> bool:
-    """True when most tokens are graphemes of a script written without spaces."""
-    if not toks:
+def is_nospace_text(text: str, n_tokens: int) -> bool:
+    """True when most tokens of ``text`` are graphemes of a script written without spaces."""
+    if not n_tokens or text.isascii():
         return False
-    ns = sum(1 for t in toks if _NOSPACE_START.match(t))
-    return ns * 2 >= len(toks)
+    return len(_NOSPACE_ANY.findall(text)) * 2 >= n_tokens
 
 
 # =============================================================================== hashing
@@ -363,16 +362,16 @@ class GramMaker:
         self.spec = spec
         self._bp: list[tuple[str, int]] = []  # (joined tokens, length)
         for phrase in boilerplate:
-            toks = normalized_words(phrase, spec.family)
+            toks = raw_tokens(phrase, spec.family)
             if toks:
-                self._bp.append((" ".join(toks), len(toks)))
+                self._bp.append((" ".join(toks).lower(), len(toks)))
         self.boilerplate_hits: dict[str, int] = {}
 
     def _boiler_mask(self, toks: list[str], found: set[str]) -> np.ndarray | None:
         """Token positions covered by a boilerplate phrase (None when none occurs)."""
         if not self._bp:
             return None
-        joined = " " + " ".join(toks) + " "
+        joined = " " + " ".join(toks).lower() + " "  # raw tokens hold no spaces
         covered = None
         for phrase, length in self._bp:
             needle = " " + phrase + " "
@@ -401,9 +400,9 @@ class GramMaker:
         found: set[str] = set()
         for bit, text, passage in self.sequences(item):
             fam = sp.family
-            toks = normalized_words(text, fam)
+            toks = raw_tokens(text, fam)  # hashed through their normalised form (token_hashes)
             T = len(toks)
-            nospace = fam == "text" and is_nospace_text(toks)
+            nospace = fam == "text" and is_nospace_text(text, T)
             n = sp.char_n if nospace else sp.n
             min_short = sp.min_short_chars if nospace else sp.min_short_words
             if T >= n:
@@ -413,7 +412,7 @@ class GramMaker:
             elif fam == "text" and not nospace:
                 # Symbolic items ("−4 + (−3) = −7"): too few words, but with operators
                 # as tokens (code normalisation) long enough to be specific.
-                ctoks = normalized_words(text, "code")
+                ctoks = raw_tokens(text, "code")
                 ops = sum(1 for t in ctoks if not t[0].isalnum() and t[0] != "_")
                 if len(ctoks) < min_short or ops < 2:
                     continue
@@ -477,7 +476,11 @@ class EvalIndex:
 
     # ------------------------------------------------------------------ matching
     def scan(self, text: str) -> "DocMatch":
-        """Every window of ``text`` whose key is in the index, by eval set."""
+        """Every window of ``text`` whose key is in the index, by eval set.
+
+        All window lengths of a token family are hashed first and looked up
+        together: one prefilter pass, then a sorted search (exact) or one Bloom
+        query per set (bloom) on the few windows that pass."""
         m = DocMatch()
         for fam in sorted(self.lengths):
             lens = self.lengths[fam]
@@ -485,18 +488,35 @@ class EvalIndex:
             if len(toks) < lens[0]:
                 continue
             h = token_hashes(toks)
+            parts = [(gram_keys(h, n, fam), n) for n in lens if len(h) >= n]
+            G = np.concatenate([g for g, _ in parts])
+            N = np.concatenate([np.full(len(g), n, dtype=np.int32) for g, n in parts])
+            W = np.concatenate([np.arange(len(g), dtype=np.int64) for g, _ in parts])
+            cand = self._maybe(G)
+            if not len(cand):
+                continue
             spans = None
-            for n in lens:
-                if len(h) < n:
+            if self.mode == "exact":
+                pos = np.searchsorted(self.keys, G[cand])
+                pos[pos == len(self.keys)] = 0
+                ok = self.keys[pos] == G[cand]
+                if ok.any():
+                    spans = token_spans(text, fam)
+                    for c, k in zip(cand[ok].tolist(), pos[ok].tolist()):
+                        self._record_exact(int(G[c]), int(W[c]), int(N[c]), k, spans, m)
+                continue
+            for si in range(len(self.sets)):
+                sl = self.set_lengths[si].get(fam)
+                if not sl:
                     continue
-                g = gram_keys(h, n, fam)
-                if self.mode == "exact":
-                    hits = self._lookup(g)
-                    if len(hits[0]):
-                        spans = spans or token_spans(text, fam)
-                        self._record_exact(g, hits[0], hits[1], n, spans, m)
-                else:
-                    spans = self._scan_bloom(g, n, fam, text, spans, m)
+                sel = cand if len(sl) == len(lens) else cand[np.isin(N[cand], sl)]
+                hit = sel[self.blooms[si].contains(G[sel])]
+                if len(hit):
+                    spans = spans or token_spans(text, fam)
+                    starts, ends = spans
+                    for c in hit.tolist():
+                        i, n = int(W[c]), int(N[c])
+                        m.add_window(si, (starts[i], ends[i + n - 1]), int(G[c]))
         return m
 
     def _maybe(self, g: np.ndarray) -> np.ndarray:
@@ -505,49 +525,17 @@ class EvalIndex:
         bit = (self.prefilter[(slot >> np.uint64(3)).astype(np.int64)] >> (slot & np.uint64(7)).astype(np.uint8)) & 1
         return np.flatnonzero(bit)
 
-    def _lookup(self, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(window indices, key positions) of the windows whose key is in the index."""
-        keys = self.keys
-        if not len(keys) or not len(g):
-            return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        cand = self._maybe(g)
-        if not len(cand):
-            return cand, cand
-        pos = np.searchsorted(keys, g[cand])
-        pos[pos == len(keys)] = 0
-        ok = keys[pos] == g[cand]
-        return cand[ok], pos[ok]
-
-    def _record_exact(self, g, wins, kpos, n, spans, m: "DocMatch") -> None:
+    def _record_exact(self, key: int, i: int, n: int, k: int, spans, m: "DocMatch") -> None:
         starts, ends = spans
-        for i, k in zip(wins.tolist(), kpos.tolist()):
-            lo, hi = int(self.ptr[k]), int(self.ptr[k + 1])
-            items = self.post_item[lo:hi]
-            masks = self.post_mask[lo:hi]
-            span = (starts[i], ends[i + n - 1])
-            key = int(g[i])
-            for si in np.unique(self.item_set[items]).tolist():
-                m.add_window(si, span, key)
-            for it, mk in zip(items.tolist(), masks.tolist()):
-                d = m.item_keys.setdefault(it, {})
-                d[key] = d.get(key, 0) | mk
-
-    def _scan_bloom(self, g, n, fam, text, spans, m: "DocMatch"):
-        cand = None
-        for si in range(len(self.sets)):
-            if n not in self.set_lengths[si].get(fam, ()):
-                continue
-            if cand is None:
-                cand = self._maybe(g)
-                if not len(cand):
-                    return spans
-            hit = cand[self.blooms[si].contains(g[cand])]
-            if len(hit):
-                spans = spans or token_spans(text, fam)
-                starts, ends = spans
-                for i in hit.tolist():
-                    m.add_window(si, (starts[i], ends[i + n - 1]), int(g[i]))
-        return spans
+        lo, hi = int(self.ptr[k]), int(self.ptr[k + 1])
+        items = self.post_item[lo:hi]
+        masks = self.post_mask[lo:hi]
+        span = (starts[i], ends[i + n - 1])
+        for si in np.unique(self.item_set[items]).tolist():
+            m.add_window(si, span, key)
+        for it, mk in zip(items.tolist(), masks.tolist()):
+            d = m.item_keys.setdefault(it, {})
+            d[key] = d.get(key, 0) | mk
 
     # ------------------------------------------------------------------ attribution
     def item_summary(self, item: int, key_masks: dict[int, int], full_coverage: float) -> dict[str, Any]:
@@ -735,7 +723,7 @@ def _name_ignored(sets, makers, reports, cap: int = 200) -> None:
                 for j in np.flatnonzero(np.isin(sg.keys, list(want))):
                     k = int(sg.keys[j])
                     if k not in found:
-                        found[k] = " ".join(sg.toks[sg.pos[j]:sg.pos[j] + sg.n])
+                        found[k] = " ".join(norm_token(t) for t in sg.toks[sg.pos[j]:sg.pos[j] + sg.n])
             if len(found) == len(want):
                 break
         rep["too_common"] = sorted(([found.get(k, f"#{k:016x}"), c] for k, c in want.items()),
