@@ -16,6 +16,14 @@ Pure, engine-free pieces (``pipelines/decontam.py`` wires them into Beam):
   tokens contributes one n-gram of its whole length (see ``DecontamConfig``).
   Every counted field is indexed on its own (a question found without its
   answer is found), plus the question followed by its answer/solution.
+* **Short fields** (fewer tokens than ``n``): one n-gram of the whole field when
+  it has at least ``min_short_words`` (8) words / ``min_short_chars`` (12)
+  graphemes, so the whole question must appear.  Measured on the dev corpus
+  (1,698 clean documents): 8 words finds 39/40 planted question-only items with
+  no false positive; 6 words finds 40/40, also without a false positive there,
+  but 6-word questions ("How does the X work?") are ordinary web headings, so
+  the default stays 8.  Symbolic items with too few words ("−4 + (−3) = −7")
+  are indexed with code tokens, where operators count, under the same minimum.
 * **Hashing.**  Tokens are hashed with xxh3-64; n-gram keys are a polynomial
   rolling hash over token hashes (all windows of a document in O(tokens) numpy
   operations), finalised with splitmix64 and salted by family and length.
@@ -224,12 +232,6 @@ def token_spans(text: str, family: str = "text") -> tuple[list[int], list[int]]:
         starts.append(s)
         ends.append(e)
     return starts, ends
-
-
-def tokenize(text: str, family: str = "text") -> tuple[list[str], list[int], list[int]]:
-    """Normalised tokens of ``text`` with their character spans (start, end)."""
-    starts, ends = token_spans(text, family)
-    return [norm_token(t) for t in raw_tokens(text, family)], starts, ends
 
 
 def normalized_words(text: str, family: str = "text") -> list[str]:

@@ -19,13 +19,16 @@
 """
 from __future__ import annotations
 
+import json
 import logging
+import os
 import pickle
 from typing import Any, Iterable
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import AsList, AsSingleton, TaggedOutput
+from pydantic import ValidationError
 
 from filters.decontam import (
     STAGE,
@@ -68,22 +71,34 @@ def apply_eval_set_flags(dcfg: DecontamConfig, flags: Iterable[str]) -> Decontam
             else:
                 sets[name] = EvalSetConfig.model_validate({"name": name, **src})
                 order.append(name)
-        except Exception as e:  # noqa: BLE001 - pydantic: keep the last line
-            msg = str(e).strip().splitlines()
-            raise ValueError(f"--eval-set {item!r}: {msg[1].strip() if len(msg) > 1 else msg[0]}") from None
+        except ValidationError as e:
+            msg = e.errors()[0]["msg"].removeprefix("Value error, ")
+            raise ValueError(f"--eval-set {item!r}: {msg}") from None
     return dcfg.model_copy(update={"eval_sets": [sets[n] for n in order]})
 
 
 def prepare_index(dcfg: DecontamConfig) -> tuple[EvalIndex, list]:
     """Load the eval sets and build the index once per config (cached); raises
     ``EvalSetError`` for a missing or unreadable set."""
-    key = dcfg.model_dump_json()
+    key = dcfg.model_dump_json() + json.dumps(_files_fingerprint(dcfg))
     if key not in _INDEX_CACHE:
         sets = load_sets(dcfg)
         index = build_index(sets, dcfg, mode=dcfg.index, progress=log.info)
         _INDEX_CACHE.clear()
         _INDEX_CACHE[key] = (index, sets)
     return _INDEX_CACHE[key]
+
+
+def _files_fingerprint(dcfg: DecontamConfig) -> list:
+    """Paths, sizes and mtimes of the eval files (the cache must not outlive an edit)."""
+    from filters.eval_sets import resolve_paths
+
+    out = []
+    for es in dcfg.eval_sets:
+        for f in resolve_paths(es.path) if es.path else []:
+            st = os.stat(f)
+            out.append([f, st.st_size, st.st_mtime_ns])
+    return out
 
 
 def index_report(index: EvalIndex, blob_bytes: int) -> dict[str, Any]:
@@ -126,6 +141,10 @@ class _DecontamFn(beam.DoFn):
         for s, keys in dec.set_keys.items():  # bloom mode: items are attributed by a join
             for k in keys:
                 yield TaggedOutput("keys", (k, (s, base)))
+        if dec.action == "drop" and dry:  # dry run: keep it, count it (dropped/ would unbalance the ledger)
+            yield TaggedOutput("events", ((src, STAGE, f"{STAGE}.would_drop"), 1))
+            yield doc
+            return
         if dec.action == "drop":
             detail = {"benchmarks": dec.sets, "windows": dec.windows,
                       "items": sorted({f"{it['set']}:{it['item']}" for it in dec.items})[:50]}
@@ -133,8 +152,6 @@ class _DecontamFn(beam.DoFn):
                 detail["excision"] = {k: v for k, v in dec.excision.items() if k != "cuts"}
             row = dropped_row(doc, STAGE, dec.reason, score=float(sum(dec.windows.values())), detail=detail)
             yield TaggedOutput("dropped", with_text(row, doc))
-            if dry:
-                yield doc
             return
         # excise
         if dry:

@@ -113,12 +113,37 @@ def test_excise_policy_counts_modified_and_output_is_runner_independent(corpus):
 
 
 @pytest.mark.slow
-def test_bloom_index_gives_the_same_report(corpus):
+def test_bloom_index_gives_the_same_report_and_dry_run_keeps_all(corpus):
     exact = json.loads((_run(corpus, "exact", "--no-report") / "contamination.json").read_text())
     bloom = json.loads((_run(corpus, "bloom", "--no-report", "--set", "decontamination.index=bloom")
                         / "contamination.json").read_text())
     assert bloom["index"]["mode"] == "bloom" and bloom["index"]["bytes"] < exact["index"]["bytes"]
     assert bloom["benchmarks"] == exact["benchmarks"]
+    dry = _run(corpus, "dry", "--no-report", "--dry-run")  # decide, keep everything, ledger still balances
+    ledger = json.loads((dry / "ledger.json").read_text())
+    assert ledger["balanced"] and ledger["totals"]["kept"] == 10
+    assert ledger["sources"]["web"]["modified"]["decontamination"] == {"decontamination.would_drop": 4}
+    assert json.loads((dry / "contamination.json").read_text())["benchmarks"]["qa"]["actions"] == {"would_drop": 3}
+
+
+def test_eval_set_flags_merge_with_the_config_registry(tmp_path):
+    from pipelines.config import load_config
+    from pipelines.decontam import apply_eval_set_flags
+
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("decontamination:\n  policy: excise\n  eval_sets:\n"
+                        "    - {name: gsm8k, path: old.jsonl, policy: drop, fields: [question]}\n")
+    d = load_config(str(cfg_file)).decontamination
+    d2 = apply_eval_set_flags(d, ["gsm8k=new.jsonl", "arc=tfds:ai2_arc/ARC-Challenge", "mine=x/*.parquet"])
+    assert [(e.name, e.path, e.tfds) for e in d2.eval_sets] == [
+        ("gsm8k", "new.jsonl", None), ("arc", None, "ai2_arc/ARC-Challenge"), ("mine", "x/*.parquet", None)]
+    assert d2.eval_sets[0].policy == "drop" and d2.eval_sets[0].fields == ["question"] and d2.policy == "excise"
+    with pytest.raises(ValueError, match="must match"):
+        apply_eval_set_flags(d, ["bad name=x.jsonl"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("decontamination:\n  eval_sets:\n    - {name: a, path: p, polcy: drop}\n")
+    with pytest.raises(Exception, match=r"decontamination.eval_sets.0.polcy: unknown key"):
+        load_config(str(bad))
 
 
 def test_missing_eval_set_and_bad_flag_are_one_line_errors(corpus, capsys):
