@@ -123,6 +123,7 @@ class _DecontamFn(beam.DoFn):
     def process(self, doc, blob):
         if self._op is None or blob is not self._blob:
             index = pickle.loads(blob)
+            Metrics.counter(STAGE, "index_loads").inc()
             self._op, self._blob = Decontaminator(index, self._cfg), blob
         self._n_docs.inc()
         dec = self._op.inspect(doc)
