@@ -50,6 +50,9 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--config", default=None, metavar="FILE", help="corpus config YAML (default configs/corpus.yaml)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="override a config value, e.g. --set output.shard_target_bytes=1000000")
+    p.add_argument("--eval-set", action="append", default=[], metavar="NAME=PATH", dest="eval_sets",
+                   help="eval set to decontaminate against (repeatable): a local JSONL/JSON/Parquet/CSV file, "
+                        "directory or glob, or tfds:NAME for a locally prepared TFDS dataset")
     p.add_argument("--dry-run", action="store_true",
                    help="score and decide, but keep every document (calibration: see the report)")
     p.add_argument("--no-report", action="store_true", help="skip report.html / report.md")
@@ -223,6 +226,15 @@ def build_pipeline(p, cfg, sources, files, out: str, *, dry_run: bool = False) -
         if not dry_run:  # dry-run: would-be drops go to DIR/calibration/, not to the ledger
             dropped_parts.append(op_dropped)
 
+    from pipelines import decontam
+
+    if decontam.stage_enabled(cfg):
+        res = docs | decontam.Decontaminate(cfg.decontamination, out, dry_run=dry_run)
+        docs = res.kept
+        dropped_parts.append(res.dropped)
+        event_parts.append(res.events)
+        stage_order.append("decontamination")
+
     if cfg.stages.exact_dedup and cfg.exact_dedup.enabled:
         res = docs | stages.ExactDedup(cfg.exact_dedup.survivor, source_rank)
         docs = res.kept
@@ -369,6 +381,14 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         cfg.media.media_root = args.media_root
     sources = resolve_sources(cfg, args.input)
     files = plan_files(sources, cfg.read)
+    from pipelines import decontam
+
+    try:  # eval sets: merge the flags, then load and index them now (fail fast)
+        cfg = cfg.model_copy(update={"decontamination": decontam.apply_eval_set_flags(cfg.decontamination, args.eval_sets)})
+        if decontam.stage_enabled(cfg):
+            decontam.prepare_index(cfg.decontamination)
+    except (ValueError, decontam.EvalSetError) as e:
+        raise UsageError(str(e)) from None
     out = args.output.rstrip("/")
     log.info("plan: %d sources, %d files -> %s (config %s)", len(sources), len(files), out, cfg.fingerprint())
     for s in sources:

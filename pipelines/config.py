@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from filters.media import MediaConfig
 from filters.language import LanguageConfig
+from filters.decontam import DecontamConfig
 from filters.normalize import NormalizeConfig
 from filters.pii import PIIConfig
 from filters.quality import QualityConfig
@@ -120,6 +121,7 @@ class CorpusConfig(_Strict):
     safety: SafetyConfig = SafetyConfig()
     pii: PIIConfig = PIIConfig()
     exact_dedup: ExactDedupConfig = ExactDedupConfig()
+    decontamination: DecontamConfig = DecontamConfig()
     output: OutputConfig = OutputConfig()
     media: MediaConfig = MediaConfig()
 

@@ -23,3 +23,7 @@ def repo_root() -> pathlib.Path:
 
 
 os.environ.setdefault("PYTHONHASHSEED", "0")
+
+#: build_corpus flags that switch off the per-document content filters (language,
+#: quality, safety, PII), for tests of other stages on small synthetic documents.
+CONTENT_FILTERS_OFF = [f"--set=stages.{s}=false" for s in ("language", "quality", "safety", "pii")]

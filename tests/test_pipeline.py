@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines import build_corpus
+from tests.conftest import CONTENT_FILTERS_OFF
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DETERMINISTIC = ("text", "dropped", "dead_letter", "samples", "manifest.json", "ledger.json", "stats.json")
@@ -18,7 +19,7 @@ DETERMINISTIC = ("text", "dropped", "dead_letter", "samples", "manifest.json", "
 
 # These tests exercise the job's mechanics (reading, accounting, exact dedup, shards,
 # determinism); the content filters have their own tests, so they are off here.
-ONLY_MECHANICS = [f"--set=stages.{s}=false" for s in ("language", "quality", "safety", "pii")]
+ONLY_MECHANICS = CONTENT_FILTERS_OFF
 
 
 def build(out, inputs, *extra):
