@@ -27,7 +27,8 @@ if __package__ in (None, ""):  # run as a script: make the repo importable (also
 log = logging.getLogger("build_corpus")
 
 OUTPUT_ENTRIES = ("text", "dropped", "dead_letter", "samples", "media", "report", "stats.json",
-                  "manifest.json", "ledger.json", "report.html", "report.md", "contamination.json")
+                  "manifest.json", "ledger.json", "report.html", "report.md", "contamination.json",
+                  "near_dup", "boilerplate")
 
 
 class UsageError(ValueError):
@@ -210,6 +211,24 @@ def build_pipeline(p, cfg, sources, files, out: str, *, dry_run: bool = False) -
         dropped_parts.append(res.dropped)
         event_parts.append(res.events)
         stage_order.append("exact_dedup")
+
+    if cfg.stages.near_dup and cfg.near_dup.enabled:
+        from pipelines.neardup import NearDup
+
+        res = docs | NearDup(cfg.near_dup, source_rank, report_dir=out, compression=out_cfg.compression)
+        docs = res.kept
+        dropped_parts.append(res.dropped)
+        event_parts.append(res.events)
+        stage_order.append("near_dup")
+
+    if cfg.stages.boilerplate and cfg.boilerplate.enabled:
+        from pipelines.neardup import BoilerplateLines
+
+        res = docs | BoilerplateLines(cfg.boilerplate, report_dir=out)
+        docs = res.kept
+        dropped_parts.append(res.dropped)
+        event_parts.append(res.events)
+        stage_order.append("boilerplate")
 
     dropped = tuple(dropped_parts) | "AllDropped" >> beam.Flatten()
     events = tuple(event_parts) | "AllEvents" >> beam.Flatten() if event_parts else (

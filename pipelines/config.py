@@ -17,6 +17,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from filters.boilerplate import BoilerplateConfig
+from filters.minhash import NearDupConfig
 from filters.normalize import NormalizeConfig
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "corpus.yaml")
@@ -99,6 +101,8 @@ class StagesConfig(_Strict):
     """Stages on/off; a stage that is off passes every document through."""
     normalize: bool = True
     exact_dedup: bool = True
+    near_dup: bool = True
+    boilerplate: bool = True
 
 
 class CorpusConfig(_Strict):
@@ -107,6 +111,8 @@ class CorpusConfig(_Strict):
     stages: StagesConfig = StagesConfig()
     normalize: NormalizeConfig = NormalizeConfig()
     exact_dedup: ExactDedupConfig = ExactDedupConfig()
+    near_dup: NearDupConfig = NearDupConfig()
+    boilerplate: BoilerplateConfig = BoilerplateConfig()
     output: OutputConfig = OutputConfig()
 
     def fingerprint(self) -> str:
