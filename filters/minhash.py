@@ -10,10 +10,11 @@ Shingles
     Myanmar, Tibetan) when ``unit: auto`` (the default) sees enough of them.
     Hashing is vectorised with numpy: each token is a polynomial hash of its
     code points mod 2^64 (Horner form, checked against a plain Python reference
-    in the tests), finished with the MurmurHash3 64-bit finaliser; n-grams are
-    a weighted sum of finalised token hashes, finalised again.  We do not call
-    ``xxhash`` per token because the per-token Python call costs ≈ 2.4× the
-    vectorised hash on real text (tokenising is the largest part of signing).
+    in the tests; all tokens of a text from one prefix sum), finished with the
+    MurmurHash3 64-bit finaliser; n-grams are a weighted sum of finalised token
+    hashes, finalised again.  We do not call ``xxhash`` per token: ``str.split``
+    plus one ``xxhash`` call per token costs ≈ 2× the vectorised hash on real
+    text, and tokenising is the largest part of signing.
 
 Signatures
     ``MinHasher`` applies datasketch's ``affine64`` permutation scheme
@@ -207,19 +208,24 @@ class NearDupConfig(BaseModel):
 class Shingler:
     """Text -> 64-bit shingle hashes (numpy uint64, one per n-gram position)."""
 
+    #: texts longer than this are hashed in blocks split at whitespace
+    BLOCK = 1 << 20
+
     def __init__(self, config: ShingleConfig | None = None):
         self.config = config or ShingleConfig()
-        self._pw = np.ones(1, dtype=U64)  # _BASE ** i mod 2^64, grown on demand
+        self._pw = np.ones(1, dtype=U64)   # _BASE ** i mod 2^64
+        self._ipw = np.ones(1, dtype=U64)  # _BASE ** -i mod 2^64 (_BASE is odd: invertible)
 
-    def _powers(self, n: int) -> np.ndarray:
+    def _tables(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         if len(self._pw) < n:
-            size = max(n, 2 * len(self._pw), 256)
-            pw = np.empty(size, dtype=U64)
-            pw[0] = 1
-            pw[1:] = U64(_BASE)
-            np.cumprod(pw, out=pw)  # wraps mod 2^64
-            self._pw = pw
-        return self._pw
+            size = max(n, min(2 * len(self._pw), self.BLOCK + 1), 4096)
+            for attr, base in (("_pw", _BASE), ("_ipw", pow(_BASE, -1, 1 << 64))):
+                t = np.empty(size, dtype=U64)
+                t[0] = 1
+                t[1:] = U64(base)
+                np.cumprod(t, out=t)  # wraps mod 2^64
+                setattr(self, attr, t)
+        return self._pw, self._ipw
 
     @staticmethod
     def codepoints(text: str) -> np.ndarray:
@@ -238,11 +244,23 @@ class Shingler:
         return "char" if inside.mean() >= self.config.char_script_min_fraction else "word"
 
     def token_hashes(self, cp: np.ndarray, ws: np.ndarray | None = None) -> np.ndarray:
-        """Polynomial hash (Horner, mod 2^64) of each whitespace token, finalised."""
+        """Hash of each whitespace token: Σ c_j·B^(len-1-j) mod 2^64 (Horner form),
+        finalised with fmix64.  Computed for all tokens at once from one prefix
+        sum G[i] = Σ_{j<i} c_j·B^-j: token [s, e) hashes to (G[e] - G[s])·B^(e-1)."""
         ws = _is_ws(cp) if ws is None else ws
         n = len(cp)
         if n == 0:
             return np.zeros(0, dtype=U64)
+        if n > self.BLOCK:  # split at whitespace so the power tables stay small
+            cuts = [0]
+            while cuts[-1] + self.BLOCK < n:
+                nxt = np.flatnonzero(ws[cuts[-1] + self.BLOCK:])
+                if not len(nxt):
+                    break
+                cuts.append(cuts[-1] + self.BLOCK + int(nxt[0]))
+            if len(cuts) > 1:
+                cuts.append(n)
+                return np.concatenate([self.token_hashes(cp[a:b], ws[a:b]) for a, b in zip(cuts, cuts[1:])])
         edge = np.empty(n + 2, dtype=bool)
         edge[0] = edge[-1] = True
         edge[1:-1] = ws
@@ -251,15 +269,11 @@ class Shingler:
         ends = np.flatnonzero(d == 1)     # one past its last char
         if len(starts) == 0:
             return np.zeros(0, dtype=U64)
-        lengths = ends - starts
-        keep = ~ws
-        pos = np.flatnonzero(keep)
-        tok = np.repeat(np.arange(len(starts)), lengths)
-        dist = (ends[tok] - 1 - pos).astype(np.int64)  # distance to the token's end
-        pw = self._powers(int(lengths.max()))
-        contrib = cp[pos].astype(U64) * pw[dist]
-        offsets = np.concatenate(([0], np.cumsum(lengths)[:-1]))
-        return fmix64(np.add.reduceat(contrib, offsets))
+        pw, ipw = self._tables(n + 1)
+        g = np.empty(n + 1, dtype=U64)
+        g[0] = 0
+        np.cumsum(cp * ipw[:n], out=g[1:])
+        return fmix64((g[ends] - g[starts]) * pw[ends - 1])
 
     def hashes(self, text: str) -> np.ndarray:
         """Shingle hashes of ``text`` (duplicates kept; ``np.unique`` for a set)."""

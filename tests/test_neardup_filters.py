@@ -245,3 +245,10 @@ def test_boilerplate_skips_code_by_default():
     cfg = BoilerplateConfig()
     assert not applies({"lang": "code:python"}, cfg)
     assert applies({"lang": "en"}, cfg) and applies({"lang": None}, cfg)
+
+
+def test_long_texts_are_hashed_in_blocks_with_same_result():
+    sh = Shingler(ShingleConfig(lowercase=False))
+    sh.BLOCK = 50  # force block splitting (at whitespace), including a token longer than a block
+    text = " ".join(f"tok{i}" for i in range(200)) + " " + "x" * 120 + " end"
+    assert [int(x) for x in sh.token_hashes(sh.codepoints(text))] == [reference_token_hash(t) for t in text.split()]
