@@ -815,7 +815,8 @@ class _RemoveLinesFn(beam.DoFn):
             row = dropped_row(doc, BOILER_STAGE, "empty_after_boilerplate", score=float(n), detail={"lines_removed": n})
             yield TaggedOutput("dropped", with_text(row, doc))
             return
-        yield {**doc, "text": new, "content_hash": content_hash(dedup_key(new))}
+        scores = {**(doc.get("scores") or {}), "boilerplate.lines_removed": float(n)}
+        yield {**doc, "text": new, "content_hash": content_hash(dedup_key(new)), "scores": scores}
 
 
 class BoilerplateLines(beam.PTransform):

@@ -109,6 +109,16 @@ def test_near_dup_without_verification_and_with_signature(tmp_path):
         assert [(r["id"], r["survivor_id"]) for r in dropped] == [("b", "a")]
 
 
+def test_repeated_ids_are_never_merged(tmp_path):
+    rng = random.Random(6)
+    base = [rng.choice(WORDS) for _ in range(200)]
+    docs = [new_text_record(" ".join(base), "s", id="same"), new_text_record(" ".join(edit(base, rng, 1)), "s", id="same"),
+            new_text_record(" ".join(edit(base, rng, 1)), "s", id="other")]
+    kept, dropped, events = run_stage(NearDup(NearDupConfig(cc_max_rounds=3)), docs, tmp_path)
+    assert sorted(d["id"] for d in kept) == ["other", "same", "same"] and dropped == []
+    assert [e for e in events if e[0][2] == "key_collisions"] == [[["s", "near_dup", "key_collisions"], 1]] * 2
+
+
 def test_ten_thousand_identical_documents_one_cluster(tmp_path):
     text = " ".join(WORDS[:30])
     docs = [new_text_record(text, "s", id=f"i{i:05d}") for i in range(10_000)]
@@ -218,6 +228,7 @@ def test_boilerplate_lines_removed_and_counted(tmp_path):
     by_id = {d["id"]: d for d in kept}
     assert footer not in by_id["p00"]["text"] and nav not in by_id["p00"]["text"]
     assert len(by_id["p00"]["text"].splitlines()) == 3
+    assert by_id["p00"]["scores"]["boilerplate.lines_removed"] == 2
     assert by_id["code1"]["text"].startswith(footer)         # code is left alone
     ev = Counter()
     for (src, stage, name), n in events:
