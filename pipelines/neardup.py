@@ -11,21 +11,25 @@ Jaccard + distributed connected components).  The document logic lives in
         └──► (doc key, doc) ──────────────GBK doc key (with edge marks)──────────► Join
              non-candidates leave here (kept); a candidate sends its shingle set to
              the leaves of its buckets                          ──GBK leaf key──► Verify
-             exact Jaccard ≥ threshold → edge                  ──GBK partition × 2R──► CC
-             large-star / small-star rounds (Kiveris et al. 2014) over packed edge
-             arrays; each round's change count is a side input of the next: once a
-             round changes nothing, the later rounds receive nothing (the DAG is
-             static, the work stops) ──GBK doc key──► Rank ──GBK component──► Pick
-             (survivor = smallest policy key) ──GBK doc key──► Decide: kept, or a
-             ``dropped`` row with cluster id, survivor id and nearest similarity.
+             exact Jaccard ≥ threshold → edge             ──GBK partition × rounds──► CC
+             each round: every edge goes to the partitions of both its ends; the
+             connected components of a partition's edges become stars around their
+             smallest key (``contract``: Kiveris et al.'s large-star/small-star idea,
+             applied to whole partitions).  Each round's change count is a side input
+             of the next round's gate: once a round changes nothing, later rounds
+             receive nothing (the DAG is static, the work stops) ──GBK doc key──► Rank
+             ──GBK component──► Pick (survivor = smallest policy key) ──GBK doc key──►
+             Decide: kept, or a ``dropped`` row with cluster id, survivor id and the
+             similarity to its nearest verified neighbour.
 
 Bounded memory: band entries and edges travel as int64 arrays grouped by
 ``hash mod K`` partitions, K = auto from the corpus size (``partition_target``
 entries per partition) — a worker holds one partition, never the corpus.
 A bucket of at most ``bucket_all_pairs_max`` documents gives all its pairs; a
-larger one (n identical documents) a star plus a chain, 2n edges, not n² pairs;
-a leaf receives a bounded number of shingle sets (≤ bands × (all_pairs_max - 1)); large-star/small-star never builds
-a component's member list in Python (only numpy arrays of its partition).
+larger one (n identical documents) a star plus a chain, 2n edges, not n²
+pairs; a leaf receives a bounded number of shingle sets (≤ 2 per band for large
+buckets, ≤ all_pairs_max − 1 per band otherwise); connected components hold
+numpy arrays of one partition's edges, never a Python list of a component.
 Per-document shuffles carry only candidate documents after the first join.
 
 Determinism: every partition is sorted before use, survivor ties end on the
@@ -386,6 +390,18 @@ class _VerifyFn(beam.DoFn):
                 self._hub_best[hub] = max(hb, (sim, my_id)) if hb else (sim, my_id)
         if best is not None:
             yield key, best
+        if len(self._edges) >= self.FLUSH or len(self._hub_best) >= self.FLUSH:
+            yield from self._flush(lambda v: v)
+
+    FLUSH = 100_000  # bound the per-bundle buffers
+
+    def _flush(self, wrap):
+        if self._edges:
+            for out in both_directions(np.array(self._edges, dtype=np.int64), self._k):
+                yield TaggedOutput("edges", wrap(out))
+        for hub, best in self._hub_best.items():
+            yield wrap((hub, best))
+        self._edges, self._hub_best = [], {}
 
     def _sample(self, sim, ok, a, b):
         bucket = sim_bucket(sim)
@@ -397,11 +413,7 @@ class _VerifyFn(beam.DoFn):
             del lst[self._samples:]
 
     def finish_bundle(self):
-        if self._edges:
-            for out in both_directions(np.array(self._edges, dtype=np.int64), self._k):
-                yield TaggedOutput("edges", _wv(out))
-        for hub, best in self._hub_best.items():
-            yield _wv((hub, best))
+        yield from self._flush(_wv)
         for bucket, lst in self._pairs.items():
             for item in lst:
                 yield TaggedOutput("pairs", _wv((bucket, item)))
