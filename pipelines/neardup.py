@@ -688,6 +688,9 @@ class NearDup(beam.PTransform):
                 "cluster_size_histogram": {str(s): c for s, c in sorted(hist_list)},
             }
             write_json(join(out, STAGE, "stats.json"), stats)
+            log.info("near_dup: %d documents, %d candidate pairs (%d accepted), %d clusters; connected components "
+                     "converged after %d round(s)", n, stats["metrics"].get("candidate_pairs", 0),
+                     stats["metrics"].get("pairs_accepted", 0), stats["clusters"], len(run))
             yield stats["clusters"]
 
         (p | "NearDupStatsTrigger" >> beam.Create([None])
@@ -865,6 +868,7 @@ class BoilerplateLines(beam.PTransform):
                 write_json(join(self._report_dir, BOILER_STAGE, "stats.json"), {
                     "stage": BOILER_STAGE, "config": cfg.model_dump(mode="json"), "documents": n,
                     "boilerplate_keys": int(len(rows)), "top_removed": top})
+                log.info("boilerplate: %d %ss occur in ≥ %d documents and are removed", len(rows), cfg.unit, cfg.min_docs)
                 yield len(rows)
 
             (docs.pipeline | "BoilerStatsTrigger" >> beam.Create([None])
