@@ -31,7 +31,7 @@ logging.getLogger().addFilter(lambda r: "apitools not found" not in r.getMessage
 
 OUTPUT_ENTRIES = ("text", "dropped", "dead_letter", "samples", "media", "report", "stats.json",
                   "manifest.json", "ledger.json", "report.html", "report.md", "contamination.json",
-                  "filters.json", "calibration")
+                  "filters.json", "calibration", "near_dup", "boilerplate")
 
 
 class UsageError(ValueError):
@@ -251,6 +251,23 @@ def build_pipeline(p, cfg, sources, files, out: str, *, dry_run: bool = False) -
         event_parts.append(media.events)
         dead = (dead, media.dead) | "DeadWithMedia" >> beam.Flatten()
         stage_order += media.stage_order
+    if cfg.stages.near_dup and cfg.near_dup.enabled:
+        from pipelines.neardup import NearDup
+
+        res = docs | NearDup(cfg.near_dup, source_rank, report_dir=out, compression=out_cfg.compression)
+        docs = res.kept
+        dropped_parts.append(res.dropped)
+        event_parts.append(res.events)
+        stage_order.append("near_dup")
+
+    if cfg.stages.boilerplate and cfg.boilerplate.enabled:
+        from pipelines.neardup import BoilerplateLines
+
+        res = docs | BoilerplateLines(cfg.boilerplate, report_dir=out)
+        docs = res.kept
+        dropped_parts.append(res.dropped)
+        event_parts.append(res.events)
+        stage_order.append("boilerplate")
 
     dropped = tuple(dropped_parts) | "AllDropped" >> beam.Flatten()
     events = tuple(event_parts) | "AllEvents" >> beam.Flatten() if event_parts else (

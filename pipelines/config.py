@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from filters.media import MediaConfig
 from filters.language import LanguageConfig
 from filters.decontam import DecontamConfig
+from filters.boilerplate import BoilerplateConfig
+from filters.minhash import NearDupConfig
 from filters.normalize import NormalizeConfig
 from filters.pii import PIIConfig
 from filters.quality import QualityConfig
@@ -109,6 +111,8 @@ class StagesConfig(_Strict):
     safety: bool = True
     pii: bool = True
     exact_dedup: bool = True
+    near_dup: bool = True
+    boilerplate: bool = True
 
 
 class CorpusConfig(_Strict):
@@ -122,6 +126,8 @@ class CorpusConfig(_Strict):
     pii: PIIConfig = PIIConfig()
     exact_dedup: ExactDedupConfig = ExactDedupConfig()
     decontamination: DecontamConfig = DecontamConfig()
+    near_dup: NearDupConfig = NearDupConfig()
+    boilerplate: BoilerplateConfig = BoilerplateConfig()
     output: OutputConfig = OutputConfig()
     media: MediaConfig = MediaConfig()
 

@@ -15,7 +15,7 @@ from pipelines.reportlib import Section, join, new_figure, read_json, read_parqu
 log = logging.getLogger(__name__)
 
 #: Section modules after the core ones, in report order (each has ``section(out_dir)``).
-SECTIONS: list[str] = ["pipelines.report_filters", "pipelines.report_decontam", "pipelines.report_media"]
+SECTIONS: list[str] = ["pipelines.report_filters", "pipelines.report_decontam", "pipelines.report_neardup", "pipelines.report_media"]
 
 CSS = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}

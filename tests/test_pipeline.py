@@ -165,7 +165,7 @@ def test_garbage_is_dead_lettered_and_the_job_finishes(tmp_path):
 @pytest.mark.devcorpus
 def test_dev_corpus_exact_dedup_removes_exactly_the_planted_copies(dev_corpus, tmp_path):
     out = tmp_path / "o"
-    build(out, [f"dev={dev_corpus}/text/corpus.jsonl"])
+    build(out, [f"dev={dev_corpus}/text/corpus.jsonl"], "--set=stages.near_dup=false", "--set=stages.boilerplate=false")
     labels = [json.loads(x) for x in open(dev_corpus / "text" / "labels.jsonl")]
     planted = [lab for lab in labels if lab["type"] in ("exact_dup", "normalized_dup")]
     # clusters of planted copies: each original with all of its copies
