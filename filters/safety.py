@@ -48,6 +48,12 @@ class SafetyConfig(BaseModel):
     url_blocklists: list[str] = []
     #: term list files (globs, ``pkg://``); a list's language is its parent folder's name
     term_lists: list[str] = ["pkg://safetext/languages/*/words.txt"]
+    #: term lists matched in every document whatever ``term_scope`` says, keyed by the
+    #: list's own language (used for list hygiene): profanity crosses languages
+    #: (English terms turn up in text of every language), so a curated English list
+    #: applies everywhere, while the uncurated per-language lists above only apply
+    #: to documents of their language
+    global_term_lists: dict[str, list[str]] = {}
     #: ``all``: every list applies to every document (insertions and code-switching
     #: cross languages); ``document_language``: only lists of the doc's language
     term_scope: Literal["all", "document_language"] = "all"
@@ -186,12 +192,19 @@ class TermFilter:
         import ahocorasick
 
         self.config = config or SafetyConfig()
+        global_langs: set[str] = set()
         if lists is None:
             lists = {}
             for spec in self.config.term_lists:
                 for p in resolve(spec):
                     lang = os.path.basename(os.path.dirname(p)) or "*"
                     lists.setdefault(lang, []).extend(read_list(p))
+            for lang, specs in self.config.global_term_lists.items():
+                key = f"{lang}*"  # a global list: matched in every document
+                global_langs.add(key)
+                for spec in specs:
+                    for p in resolve(spec):
+                        lists.setdefault(key, []).extend(read_list(p))
         self.languages = sorted(lists)
         self._auto = ahocorasick.Automaton()
         common = _common_words(tuple(self.config.common_word_languages), self.config.common_words_top_n,
@@ -201,6 +214,8 @@ class TermFilter:
         allowed = {" ".join(t.lower().split()) for t in self.config.allow_terms}
         n = 0
         for lang, terms in sorted(lists.items()):
+            is_global = lang in global_langs
+            lang = lang.rstrip("*") if is_global else lang
             own = _LIST_LANG_ALIASES.get(lang, lang)
             for t in terms:
                 term = " ".join(t.lower().split())
@@ -216,11 +231,12 @@ class TermFilter:
                 # edges need a word boundary unless they are in a dense script
                 need_l = _is_word_char(term[0]) and not _DENSE_RE.match(term[0])
                 need_r = _is_word_char(term[-1]) and not _DENSE_RE.match(term[-1])
+                tags = {own, "*"} if is_global else {own}
                 if term in self._auto:
                     _, langs, nl, nr = self._auto.get(term)
-                    self._auto.add_word(term, (term, langs | {own}, nl, nr))
+                    self._auto.add_word(term, (term, langs | tags, nl, nr))
                 else:
-                    self._auto.add_word(term, (term, frozenset({own}), need_l, need_r))
+                    self._auto.add_word(term, (term, frozenset(tags), need_l, need_r))
                     n += 1
         self.n_terms = n
         if n:
@@ -240,7 +256,7 @@ class TermFilter:
         out = []
         n = len(low)
         for end, (term, langs, need_l, need_r) in self._auto.iter(low):
-            if scope_lang is not None and scope_lang not in langs:
+            if scope_lang is not None and scope_lang not in langs and "*" not in langs:
                 continue
             # a term from another language's list that is an ordinary word of the
             # document's language ("queue" from the French list in English text)

@@ -134,3 +134,22 @@ def test_ten_megabyte_document(terms):
     res = run_transform(PIIRedactor(), doc(text))
     assert res.counts.get("email") == 1
     assert run_filter(terms, doc(text)).reason is None
+
+
+def test_global_term_list_applies_whatever_the_document_language(tmp_path):
+    from filters.safety import SafetyConfig, TermFilter
+
+    lang_dir = tmp_path / "fr"
+    lang_dir.mkdir()
+    (lang_dir / "words.txt").write_text("gros mot\n")
+    glob_list = tmp_path / "global.txt"
+    glob_list.write_text("zorblax\n")
+    cfg = SafetyConfig(term_lists=[str(lang_dir / "words.txt")], term_scope="document_language",
+                       global_term_lists={"en": [str(glob_list)]}, common_words_top_n=0, own_language_top_n=0)
+    tf = TermFilter(cfg)
+    # the per-language list only applies to French documents ...
+    assert [m[2] for m in tf.matches("un gros mot ici", "fr")] == ["gros mot"]
+    assert tf.matches("un gros mot ici", "de") == []
+    # ... the global one to every document
+    assert [m[2] for m in tf.matches("ein zorblax hier", "de")] == ["zorblax"]
+    assert [m[2] for m in tf.matches("un zorblax ici", "fr")] == ["zorblax"]
