@@ -47,7 +47,7 @@ class SampleConfig(_Strict):
     #: Group weights, hierarchical: a script gets p ∝ chars^(1/script_temperature)
     #: (1 = proportional, large = uniform); a language inside its script
     #: ∝ chars^(1/language_temperature); a source inside a language ∝ chars^(1/source_temperature).
-    script_temperature: float = Field(2.0, ge=1.0, le=1000.0)
+    script_temperature: float = Field(1.43, ge=1.0, le=1000.0)
     language_temperature: float = Field(1.0, ge=1.0, le=1000.0)
     source_temperature: float = Field(1.0, ge=1.0, le=1000.0)
     #: Sample size in characters.  The sample is min(max_chars, corpus chars):
@@ -160,11 +160,16 @@ class PackConfig(_Strict):
     order_seed: int = 0
     #: ArrayRecord shard size target (sequences per shard = target / sequence bytes).
     shard_target_bytes: int = Field(64 * 1024 * 1024, gt=0)
-    #: Documents grouped per packing bucket (bounded memory per worker).
+    #: Documents grouped per packing bucket (bounded memory per worker).  An
+    #: execution setting: the output does not depend on it (not in the pack hash).
     bucket_tokens: int = Field(16 * 1024 * 1024, gt=0)
     #: ArrayRecord writer options: group_size:1 gives cheap random access.
     array_record_options: str = "group_size:1"
     token_dtype: Literal["auto", "uint16", "uint32"] = "auto"
+
+    def output_settings(self) -> dict[str, Any]:
+        """The settings the packed bytes depend on (recorded and hashed)."""
+        return self.model_dump(mode="json", exclude={"bucket_tokens"})
 
 
 class TokenizerConfig(_Strict):
@@ -173,8 +178,9 @@ class TokenizerConfig(_Strict):
     pack: PackConfig = PackConfig()
 
     def section_hash(self, *sections: str) -> str:
-        blob = json.dumps({s: getattr(self, s).model_dump(mode="json") for s in sections}, sort_keys=True,
-                          ensure_ascii=False)
+        dump = {s: (self.pack.output_settings() if s == "pack" else getattr(self, s).model_dump(mode="json"))
+                for s in sections}
+        blob = json.dumps(dump, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -39,6 +39,7 @@ import tempfile
 import time
 from typing import Any
 
+import apache_beam as beam
 import numpy as np
 
 from tokenizer.cli import UsageError, check_beam_flags, ensure_importable, main_wrapper, setup_logging
@@ -92,16 +93,14 @@ def _sum_tuples(values):
 
 
 # ----------------------------------------------------------------- DoFns
-class EncodeFn:
+class EncodeFn(beam.DoFn):
     """doc -> (source, key, id, uint32 token bytes); stats tagged 'stats'."""
 
     def __init__(self, tok: Tokenizer, cfg: TokenizerConfig):
         self._tok = tok
         self._cfg = cfg
 
-    def __call__(self, doc):
-        import apache_beam as beam
-
+    def process(self, doc):
         toks = doc_tokens(self._tok, doc["text"], self._cfg.pack.add_bos)
         src = doc["source"]
         lang = language_key(doc, self._cfg.sample.lang_metadata_keys, self._cfg.sample.base_language)
@@ -113,8 +112,6 @@ class EncodeFn:
 def place_bucket(kv, starts, seq_len: int, spsh: int):
     """One bucket's documents in key order -> doc-index rows (tag 'docs') and
     sequence pieces keyed by (source, shard)."""
-    import apache_beam as beam
-
     (src, b), items = kv
     off = starts[(src, b)]
     for _, _, doc_id, tb in sorted(items, key=lambda e: (e[1], e[2])):
@@ -130,14 +127,14 @@ def place_bucket(kv, starts, seq_len: int, spsh: int):
         off += n
 
 
-class WriteSequencesFn:
+class WriteSequencesFn(beam.DoFn):
     """((source, shard), pieces) -> one ArrayRecord shard; yields its description."""
 
     def __init__(self, out_dir: str, seq_len: int, spsh: int, width: int, pad_id: int, options: str):
         self._out, self._s, self._spsh, self._w = out_dir, seq_len, spsh, width
         self._pad, self._options = pad_id, options
 
-    def __call__(self, kv, totals):
+    def process(self, kv, totals):
         from array_record.python.array_record_module import ArrayRecordWriter
 
         from pipelines.outputs import write_bytes
@@ -216,7 +213,6 @@ def _check_shard_sha(item, corpus_dir):
 # ----------------------------------------------------------------- pipeline
 def build_pack_pipeline(p, corpus_dir: str, manifest: dict[str, Any], tok: Tokenizer, cfg: TokenizerConfig,
                         out_dir: str, base: dict[str, Any]) -> None:
-    import apache_beam as beam
     from apache_beam.pvalue import AsDict, AsList, AsSingleton
 
     from pipelines.outputs import WriteShards, write_json
@@ -234,7 +230,7 @@ def build_pack_pipeline(p, corpus_dir: str, manifest: dict[str, Any], tok: Token
         p
         | "Files" >> beam.Create(files)
         | "ReadText" >> beam.io.ReadAllFromParquet(columns=TEXT_COLUMNS)
-        | "Encode" >> beam.FlatMap(EncodeFn(tok, cfg)).with_outputs("stats", main="docs")
+        | "Encode" >> beam.ParDo(EncodeFn(tok, cfg)).with_outputs("stats", main="docs")
     )
     docs, lang_stats = enc.docs, enc.stats
     lang_stats = lang_stats | "SumLang" >> beam.CombinePerKey(_sum_tuples)
@@ -272,8 +268,8 @@ def build_pack_pipeline(p, corpus_dir: str, manifest: dict[str, Any], tok: Token
     shards = (
         placed.pieces
         | "GroupShard" >> beam.GroupByKey()
-        | "WriteShard" >> beam.FlatMap(WriteSequencesFn(out_dir, S, spsh, width, tok.pad_id, pc.array_record_options),
-                                       AsDict(totals))
+        | "WriteShard" >> beam.ParDo(WriteSequencesFn(out_dir, S, spsh, width, tok.pad_id, pc.array_record_options),
+                                     AsDict(totals))
     )
     doc_index = placed.docs | "WriteDocIndex" >> WriteShards(
         out_dir, "docs", _doc_index_schema(), prefix_fn=lambda r: r["source"], size_fn=lambda r: 64,
@@ -344,7 +340,7 @@ def manifest_base(tok: Tokenizer, corpus_manifest: dict[str, Any], cfg: Tokenize
         "add_bos": cfg.pack.add_bos,
         "special_ids": {"pad": tok.pad_id, "eod": tok.eod_id, "bos": tok.bos_id, "unk": tok.unk_id},
         "order": ORDER_DOC,
-        "pack_config": cfg.pack.model_dump(mode="json"),
+        "pack_config": cfg.pack.output_settings(),
         "pack_config_hash": cfg.section_hash("pack"),
         "tokenizer": {
             "model_sha256": tok.sha256,
@@ -360,7 +356,6 @@ def manifest_base(tok: Tokenizer, corpus_manifest: dict[str, Any], cfg: Tokenize
 
 def run_pack(corpus_dir: str, tokenizer_path: str, out_dir: str, cfg: TokenizerConfig, *,
              beam_flags: list[str] | None = None, allow_corpus_mismatch: bool = False) -> dict[str, Any]:
-    import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from tokenizer.corpus import exists, read_json

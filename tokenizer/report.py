@@ -130,22 +130,28 @@ def build_sections(meta: dict[str, Any], sample_stats: dict[str, Any], ev: dict[
     sel = sample_stats["selected"]
     sc = sample_stats["config"]
     s.p(f"Unit: {sc['unit']}. Budget {plan['budget_chars']:,} characters of {plan['corpus_chars']:,} "
-        f"(max_chars {sc['max_chars']:,}); temperature {sc['temperature']} over languages, {sc['source_temperature']} "
-        f"over sources inside a language, small groups repeated at most {sc['max_repeat']}×. "
+        f"(max_chars {sc['max_chars']:,}); temperature {sc['script_temperature']} over scripts (of each line), "
+        f"{sc['language_temperature']} over languages inside a script, {sc['source_temperature']} over sources inside "
+        f"a language; small groups repeated at most {sc['max_repeat']}×. "
         f"Balanced sample: {sel['balanced']['chars']:,} characters in {sel['balanced']['units']:,} units; "
         f"proportional: {sel['proportional']['chars']:,} in {sel['proportional']['units']:,}. "
         f"Held out for this report: {sum(sample_stats['heldout_docs'].values())} documents.")
-    langs: dict[str, list[float]] = {}
-    for key, g in plan["groups"].items():
-        e = langs.setdefault(g["lang"], [0, 0, 0])
-        e[0] += g["chars"]
-        e[1] += sel["balanced"]["groups"].get(key, {}).get("chars", 0)
-        e[2] += sel["proportional"]["groups"].get(key, {}).get("chars", 0)
-    tot = [max(sum(v[i] for v in langs.values()), 1) for i in range(3)]
-    rows = sorted(([k, v[0], round(100 * v[0] / tot[0], 2), round(100 * v[1] / tot[1], 2), round(100 * v[2] / tot[2], 2)]
-                   for k, v in langs.items()), key=lambda r: -r[1])
+    def shares(field: str) -> list[list[Any]]:
+        acc: dict[str, list[float]] = {}
+        for key, g in plan["groups"].items():
+            e = acc.setdefault(g[field], [0, 0, 0])
+            e[0] += g["chars"]
+            e[1] += sel["balanced"]["groups"].get(key, {}).get("chars", 0)
+            e[2] += sel["proportional"]["groups"].get(key, {}).get("chars", 0)
+        tot = [max(sum(v[i] for v in acc.values()), 1) for i in range(3)]
+        return sorted(([k, v[0], round(100 * v[0] / tot[0], 2), round(100 * v[1] / tot[1], 2),
+                        round(100 * v[2] / tot[2], 2)] for k, v in acc.items()), key=lambda r: -r[1])
+
+    s.table(["script", "corpus chars", "corpus %", "balanced sample %", "proportional sample %"], shares("script"),
+            "Share of characters per script of each line (the sample excludes held-out documents)")
+    rows = shares("lang")
     s.table(["language", "corpus chars", "corpus %", "balanced sample %", "proportional sample %"], rows,
-            "Share of characters per language (the sample excludes held-out documents)")
+            "Share of characters per document language")
     top = rows[:30]
     if top:
         fig, ax = new_figure(8, 3.4)

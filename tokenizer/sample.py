@@ -186,9 +186,13 @@ def sum_pairs(values) -> tuple[int, int]:
 
 def _units(doc: dict[str, Any], cfg: SampleConfig):
     """Units with their group: (source, document language, the unit's own script) —
-    the Latin option lines of a Chinese man page count as Latin."""
+    the Latin option lines of a Chinese man page count as Latin; lines without
+    letters (digits, braces, rules) go with their document's script."""
     for i, unit in enumerate(split_units(doc["text"], cfg.unit, cfg.max_unit_bytes, cfg.min_unit_chars)):
-        yield (doc["source"], doc["lang"], unit_script(unit)), doc["id"], i, unit
+        script = unit_script(unit)
+        if script == "Zyyy":
+            script = doc["script"]
+        yield (doc["source"], doc["lang"], script), doc["id"], i, unit
 
 
 def _select(unit, plan, seed: int):

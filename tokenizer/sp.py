@@ -76,7 +76,8 @@ def spm_options(train_cfg, max_sentence_bytes: int, vocab_size: int | None = Non
 _TOO_HIGH = re.compile(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)")
 _REQUIRED = re.compile(r"Vocabulary size is smaller than required_chars\. (\d+) vs (\d+)")
 _BPE_ADDED = re.compile(r"Added: freq=\d+ size=(\d+)")
-_LOG_LINE = re.compile(r"^(?:\S+\.cc\(\d+\) LOG\(\w+\) )(.*)$")
+#: absl log lines: ``I0000 00:00:1795790672.532822   21847 trainer_interface.cc:446] Loaded all 203 sentences``
+_LOG_LINE = re.compile(r"^[IWEF]\d{4} [\d:.]+\s+\d+ \S+\.cc:\d+\] (.*)$")
 
 
 def _worker() -> None:
@@ -133,9 +134,8 @@ def _run_trainer(files: list[str], options: dict[str, Any], output: str, label: 
         if msg.startswith(("Adding meta_piece", "Starts training with", "Unicode", "trainer_spec", "normalizer_spec",
                            "denormalizer_spec", "}", "  ")):
             continue
-        if any(k in msg for k in ("Loaded all", "Done!", "Alphabet size", "all chars count", "Initialized",
-                                  "EM sub_iter", "Saving model", "Making suffix array", "Extracting frequent",
-                                  "Final character coverage", "Preprocessed", "Loaded")):
+        if any(k in msg for k in ("Loaded all", "Alphabet size", "Final character coverage", "Initialized",
+                                  "EM sub_iter", "Saving model", "Completed", "Extracting seed", "Using")):
             log.info("[%s] %s", label, msg)
     return proc.wait(), tail
 
@@ -245,12 +245,17 @@ class Tokenizer:
         with FileSystems.open(model_path) as f:
             proto = f.read()
         meta = read_json(meta_path) if exists(meta_path) else {}
-        tok = cls(proto, meta)
-        if verify and meta and meta.get("model_sha256") != tok.sha256:
+        sha = sha256_bytes(proto)
+        if verify and meta and meta.get("model_sha256") != sha:
             raise FingerprintMismatch(
-                f"{model_path}: model sha256 {tok.sha256[:12]} differs from {meta_path}'s {str(meta.get('model_sha256'))[:12]} "
+                f"{model_path}: model sha256 {sha[:12]} differs from {meta_path}'s {str(meta.get('model_sha256'))[:12]} "
                 f"(the model file was replaced after training)")
-        return tok
+        try:
+            return cls(proto, meta)
+        except RuntimeError as e:
+            from tokenizer.cli import UsageError
+
+            raise UsageError(f"{model_path}: not a SentencePiece model ({str(e).splitlines()[0][:120]})") from None
 
     # -- ids
     def piece_to_id(self, piece: str) -> int:
