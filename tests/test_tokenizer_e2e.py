@@ -133,7 +133,10 @@ def test_tokenizer_records_config_and_corpus(trained, corpus, tok):
         assert (out / f).exists(), f
     assert not list((out / "sample").glob("*.txt"))         # sample text removed (no --keep-sample)
     html = (out / "report.html").read_text()
-    assert "Bytes per token" in html and "data:image/png;base64" in html
+    assert "Bytes per token" in html and "Universal Declaration" in html and html.count("data:image/png;base64") >= 3
+    ev = json.loads((out / "eval.json").read_text())
+    assert set(ev["udhr"]["by_lang"]) >= set(FOCUS) | {"en"}
+    assert ev["roundtrip"]["balanced"]["failures"] == [] and ev["roundtrip"]["balanced"]["docs"] > 100
 
 
 def test_sample_is_balanced_by_script(trained):

@@ -17,6 +17,27 @@ def setup_logging(verbose: bool = False) -> None:
         logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.WARNING)
 
 
+class Progress:
+    """Time-based progress lines from inside a Beam worker (every ``every`` seconds)."""
+
+    def __init__(self, what: str, every: float = 30.0):
+        import time
+
+        self._what, self._every, self._time = what, every, time.monotonic
+        self._start = self._last = self._time()
+        self.counts: dict[str, int] = {}
+
+    def add(self, **counts: int) -> None:
+        for k, v in counts.items():
+            self.counts[k] = self.counts.get(k, 0) + v
+        now = self._time()
+        if now - self._last >= self._every:
+            self._last = now
+            rate = {k: v / max(now - self._start, 1e-9) for k, v in self.counts.items()}
+            logging.getLogger("tokenizer.progress").info(
+                "%s: %s", self._what, ", ".join(f"{v:,} {k} ({rate[k]:,.0f}/s)" for k, v in self.counts.items()))
+
+
 def check_beam_flags(flags: list[str]) -> None:
     """Beam silently ignores flags it does not know; refuse them instead (typos)."""
     from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser

@@ -100,8 +100,14 @@ class EncodeFn(beam.DoFn):
         self._tok = tok
         self._cfg = cfg
 
+    def setup(self):
+        from tokenizer.cli import Progress
+
+        self._progress = Progress("encode (this worker)")
+
     def process(self, doc):
         toks = doc_tokens(self._tok, doc["text"], self._cfg.pack.add_bos)
+        self._progress.add(documents=1, tokens=len(toks))
         src = doc["source"]
         lang = language_key(doc, self._cfg.sample.lang_metadata_keys, self._cfg.sample.base_language)
         yield beam.pvalue.TaggedOutput(

@@ -10,6 +10,11 @@ word (lower is better) for
                    amounts to);
 * ``bytes``        a byte-level baseline (one token per UTF-8 byte).
 
+Also on a parallel text shipped with the package (the Universal Declaration of
+Human Rights in 21 languages, ``tokenizer/data/udhr.jsonl``): the same content in
+every language, so languages can be compared with each other — tokens for the
+declaration relative to English ("parity", Petrov et al. 2023).
+
 Words: whitespace-separated runs with a letter or digit; each Han, kana, Thai,
 Lao, Khmer, Myanmar or Tibetan character counts as one word.  Written to
 ``eval.json``, ``report.html`` and ``report.md`` (plots in ``report/``).
@@ -17,6 +22,7 @@ Lao, Khmer, Myanmar or Tibetan character counts as one word.  Written to
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from pipelines.reportlib import Section, join, new_figure, read_parquet_dir, render_html, render_md
@@ -36,6 +42,21 @@ h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
 
 #: languages the issue asks about first in tables (then the rest by size)
 FOCUS = ("en", "zh", "ja", "ko", "ru", "ar", "hi")
+UDHR_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "udhr.jsonl")
+
+
+def udhr_rows() -> list[dict[str, Any]]:
+    import json
+
+    from tokenizer.corpus import dominant_script
+
+    rows = []
+    with open(UDHR_PATH, encoding="utf-8") as f:
+        for line in f:
+            d = json.loads(line)
+            rows.append({"id": f"udhr-{d['lang']}-{d['part']}", "lang": d["lang"], "text": d["text"],
+                         "script": dominant_script(d["text"])})
+    return rows
 
 
 def evaluate(tokenizers: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -189,6 +210,32 @@ def build_sections(meta: dict[str, Any], sample_stats: dict[str, Any], ev: dict[
         f"{n}: {v['docs'] - len(v['failures'])}/{v['docs']}" for n, v in rt.items()) + ".")
     secs.append(s)
 
+    if ev.get("udhr"):
+        u = ev["udhr"]["by_lang"]
+        s = Section("Parallel text: the Universal Declaration of Human Rights")
+        s.p("The same declaration in 21 languages (shipped in tokenizer/data/udhr.jsonl). It is held-out text unless "
+            "your corpus contains the declaration. 'tokens vs en' is the number of tokens for the whole declaration "
+            "relative to English with the same tokenizer (1.0 = parity).")
+        _ratio_table(s, u, names, "language", "UDHR: bytes per token and tokens per word")
+        if "en" in u:
+            toks = [n for n in names if n != "bytes"]
+            rows = [[k] + [round(u[k]["tokens"][n] / u["en"]["tokens"][n], 2) for n in names] for k in _ordered(u)]
+            s.table(["language"] + [f"tokens vs en {n}" for n in names], rows,
+                    "Tokens for the same text relative to English")
+            fig, ax = new_figure(max(6.0, 0.45 * len(rows) + 2), 3.4)
+            width = 0.8 / max(len(toks), 1)
+            for j, n in enumerate(toks):
+                ax.bar([i + (j - (len(toks) - 1) / 2) * width for i in range(len(rows))],
+                       [u[r[0]]["tokens"][n] / u["en"]["tokens"][n] for r in rows], width=width, label=n,
+                       color={"balanced": "#4f81bd", "proportional": "#bbbbbb"}.get(n))
+            ax.axhline(1.0, color="#333", lw=0.8)
+            ax.set_xticks(range(len(rows)), [r[0] for r in rows], rotation=60, fontsize=8)
+            ax.set_ylabel("tokens relative to English")
+            ax.legend(fontsize=8)
+            ax.set_title("Token cost of the same declaration (lower is better)")
+            s.plot(fig, "udhr_parity", "Tokens for the UDHR per language relative to English")
+        secs.append(s)
+
     s = Section("Vocabulary by script")
     scripts = sorted({k for v in vocab_by_script.values() for k in v}, key=lambda k: -max(v.get(k, 0) for v in vocab_by_script.values()))
     s.table(["script"] + list(vocab_by_script), [[k] + [v.get(k, 0) for v in vocab_by_script.values()] for k in scripts],
@@ -206,6 +253,7 @@ def write_report(out_dir: str, sample_dir: str, meta: dict[str, Any], sample_sta
     rows = sorted(table.to_pylist(), key=lambda r: r["id"]) if table is not None else []
     names = list(tokenizers)
     ev = evaluate(tokenizers, rows)
+    ev["udhr"] = evaluate(tokenizers, udhr_rows())
     write_json(join(out_dir, "eval.json"), {"tokenizers": names, **ev})
     vocab = {n: vocab_scripts(t) for n, t in tokenizers.items() if t is not None}
     sections = build_sections(meta, sample_stats, ev, names, vocab)
@@ -225,11 +273,12 @@ def write_report(out_dir: str, sample_dir: str, meta: dict[str, Any], sample_sta
     return ev
 
 
-def comparison_rows(ev: dict[str, Any], langs=FOCUS) -> list[tuple[str, float, float, float]]:
+def comparison_rows(ev: dict[str, Any], langs=FOCUS, key: str = "by_lang") -> list[tuple[str, float, float, float]]:
     """(lang, balanced B/T, proportional B/T, change %) for the closing table."""
     out = []
+    table = ev[key] if key == "by_lang" else ev[key]["by_lang"]
     for k in langs:
-        e = ev["by_lang"].get(k)
+        e = table.get(k)
         if e and "balanced" in e["bytes_per_token"] and "proportional" in e["bytes_per_token"]:
             b, p = e["bytes_per_token"]["balanced"], e["bytes_per_token"]["proportional"]
             out.append((k, b, p, 100 * (b / p - 1)))

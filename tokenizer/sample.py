@@ -184,15 +184,29 @@ def sum_pairs(values) -> tuple[int, int]:
     return a, b
 
 
-def _units(doc: dict[str, Any], cfg: SampleConfig):
+class _UnitsFn:
     """Units with their group: (source, document language, the unit's own script) —
     the Latin option lines of a Chinese man page count as Latin; lines without
     letters (digits, braces, rules) go with their document's script."""
-    for i, unit in enumerate(split_units(doc["text"], cfg.unit, cfg.max_unit_bytes, cfg.min_unit_chars)):
-        script = unit_script(unit)
-        if script == "Zyyy":
-            script = doc["script"]
-        yield (doc["source"], doc["lang"], script), doc["id"], i, unit
+
+    def __init__(self, cfg: SampleConfig):
+        self._cfg = cfg
+        self._progress = None
+
+    def __call__(self, doc: dict[str, Any]):
+        from tokenizer.cli import Progress
+
+        if self._progress is None:
+            self._progress = Progress("sample units (this worker)")
+        cfg = self._cfg
+        n = 0
+        for i, unit in enumerate(split_units(doc["text"], cfg.unit, cfg.max_unit_bytes, cfg.min_unit_chars)):
+            script = unit_script(unit)
+            if script == "Zyyy":
+                script = doc["script"]
+            n += 1
+            yield (doc["source"], doc["lang"], script), doc["id"], i, unit
+        self._progress.add(documents=1, units=n)
 
 
 def _select(unit, plan, seed: int):
@@ -267,7 +281,7 @@ def build_sample_pipeline(p, corpus_dir: str, manifest: dict[str, Any], cfg: Sam
         label="WriteHeldout")
 
     # 2. units and per-group sizes
-    units = train_docs | "Units" >> beam.FlatMap(_units, cfg)
+    units = train_docs | "Units" >> beam.FlatMap(_UnitsFn(cfg))
     stats = (
         units
         | "UnitSize" >> beam.Map(lambda u: (u[0], (1, len(u[3]))))

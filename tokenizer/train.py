@@ -120,7 +120,8 @@ def run_train(corpus_dir: str, out_dir: str, cfg: TokenizerConfig, *, beam_flags
         log.warning("round trip failed on %d held-out documents (config lossless=%s): %s", len(rt["failures"]),
                     cfg.train.lossless, ", ".join(rt["failures"][:5]))
     log.info("done in %.1fs", time.time() - t0)
-    return {"meta": tok.meta, "eval": ev, "comparison": comparison_rows(ev)}
+    return {"meta": tok.meta, "eval": ev, "comparison": comparison_rows(ev),
+            "comparison_udhr": comparison_rows(ev, key="udhr")}
 
 
 def parse_args(argv):
@@ -150,10 +151,11 @@ def run(argv=None) -> dict[str, Any]:
     meta = res["meta"]
     print(f"\ntokenizer: {join(out, MODEL_FILE)}  ({meta['vocab_size']:,} pieces, sha256 {meta['model_sha256'][:12]})")
     print(f"report: {join(out, 'report.html')}")
-    if res["comparison"]:
-        print("bytes/token on held-out text   balanced  proportional  change")
-        for lang, b, pr, ch in res["comparison"]:
-            print(f"  {lang:<28} {b:8.3f}  {pr:12.3f}  {ch:+6.1f}%")
+    for title, rows in (("held-out corpus documents", res["comparison"]), ("UDHR parallel text", res["comparison_udhr"])):
+        if rows:
+            print(f"bytes/token, {title:<26} balanced  proportional  change")
+            for lang, b, pr, ch in rows:
+                print(f"  {lang:<38} {b:8.3f}  {pr:12.3f}  {ch:+6.1f}%")
     return res
 
 
