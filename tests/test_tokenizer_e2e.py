@@ -143,13 +143,18 @@ def test_sample_is_balanced_by_script(trained):
     stats = json.loads((trained[0] / "sample" / "sample_stats.json").read_text())
     sel = stats["selected"]
 
-    def latin_share(variant):
+    def shares(variant):
         groups = sel[variant]["groups"]
         tot = sum(g["chars"] for g in groups.values())
-        return sum(g["chars"] for k, g in groups.items() if k.split("\t")[2] == "Latin") / tot
+        out = {}
+        for k, g in groups.items():
+            out[k.split("\t")[2]] = out.get(k.split("\t")[2], 0) + g["chars"] / tot
+        return out
 
-    assert latin_share("proportional") > 0.75
-    assert latin_share("balanced") < latin_share("proportional") - 0.2
+    bal, prop = shares("balanced"), shares("proportional")
+    assert prop["Latin"] > 0.75 and bal["Latin"] < prop["Latin"] - 0.1
+    for script in ("Han", "Kana", "Hangul", "Cyrillic", "Arabic", "Devanagari", "Thai", "Greek"):
+        assert bal[script] > prop[script], script
     # same size (within the coin flips), from the same budget
     assert abs(sel["balanced"]["chars"] - sel["proportional"]["chars"]) < 0.05 * sel["proportional"]["chars"]
     assert stats["heldout_docs"]["hi/Devanagari"] == 6  # 20 per language, at most 20% of its 32 documents

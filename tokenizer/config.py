@@ -47,14 +47,14 @@ class SampleConfig(_Strict):
     #: Group weights, hierarchical: a script gets p ∝ chars^(1/script_temperature)
     #: (1 = proportional, large = uniform); a language inside its script
     #: ∝ chars^(1/language_temperature); a source inside a language ∝ chars^(1/source_temperature).
-    script_temperature: float = Field(1.43, ge=1.0, le=1000.0)
+    script_temperature: float = Field(1.25, ge=1.0, le=1000.0)
     language_temperature: float = Field(1.0, ge=1.0, le=1000.0)
     source_temperature: float = Field(1.0, ge=1.0, le=1000.0)
     #: Sample size in characters.  The sample is min(max_chars, corpus chars):
     #: balancing re-weights inside that budget (down-sampling big languages,
     #: repeating small ones up to ``max_repeat`` times).
     max_chars: int = Field(200_000_000, gt=0)
-    max_repeat: float = Field(4.0, ge=1.0)
+    max_repeat: float = Field(2.0, ge=1.0)
     #: Longer units are cut (at a space when there is one); SentencePiece skips
     #: sentences longer than its ``max_sentence_length`` (set to the same value).
     max_unit_bytes: int = Field(4096, ge=64)

@@ -5,15 +5,17 @@
 Steps (all distributed; only per-group counts and the held-out ids — at most
 ``docs_per_language`` per language — are ever gathered):
 
-1. Hold out, per language, the documents with the smallest ``hash(seed, id)``
-   (never more than ``holdout.max_fraction`` of a language) for the report.
+1. Hold out, per language and script, the documents with the smallest
+   ``hash(seed, id)`` (never more than ``holdout.max_fraction`` of them) for the report.
 2. Cut the other documents into units (non-blank lines or sentences, at most
-   ``max_unit_bytes``) and count units and characters per (source, language).
-3. Plan: weights per group, a language ∝ chars^(1/temperature), a source inside
-   it ∝ chars^(1/source_temperature); the budget min(max_chars, corpus chars) is
-   water-filled over the groups with each group capped at ``max_repeat`` times
-   its size.  The ``proportional`` variant (weights ∝ chars, same budget) is the
-   baseline the report compares against.
+   ``max_unit_bytes``) and count units and characters per group (source,
+   document language, the unit's own script).
+3. Plan: weights per group, hierarchically — a script ∝ chars^(1/script_temperature),
+   a language inside its script ∝ chars^(1/language_temperature), a source inside
+   a language ∝ chars^(1/source_temperature); the budget min(max_chars, corpus
+   chars) is water-filled over the groups with each group capped at
+   ``max_repeat`` times its size.  The ``proportional`` variant (weights ∝ chars,
+   same budget) is the baseline the report compares against.
 4. Select: a unit of a group with rate r is written floor(r) times plus once more
    when its uniform number ``hash(seed, doc id, unit index)`` is below frac(r) —
    a per-unit coin, so memory stays bounded and the result does not depend on
@@ -147,9 +149,6 @@ def holdout_count(n_docs: int, cfg) -> int:
 
 
 # ----------------------------------------------------------------- Beam job
-HELDOUT_FIELDS = ("id", "source", "lang", "script", "text")
-
-
 def _heldout_schema():
     import pyarrow as pa
 
