@@ -55,9 +55,11 @@ def hf_from_sp(tok):
     sp = tok.sp
     vocab = [(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())]
     hf = Tokenizer(models.Unigram(vocab, unk_id=tok.unk_id, byte_fallback=True))
-    hf.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="never", split=True)
+    # split=False: one Viterbi pass over the whole text like SentencePiece (split=True
+    # would cut at every space and lose SentencePiece's whitespace-run pieces).
+    hf.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="never", split=False)
     hf.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()])
-    user = [sp.id_to_piece(i) for i in range(sp.get_piece_size()) if sp.is_user_defined(i)]
+    user = tok.meta.get("config", {}).get("train", {}).get("user_defined_symbols", [])
     hf.add_tokens([AddedToken(u, normalized=False, special=False) for u in user])
     return hf
 
