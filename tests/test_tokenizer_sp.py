@@ -101,3 +101,19 @@ def test_tokenizer_package_does_not_import_trainer_or_model():
             for n in names:
                 assert n.split(".")[0] not in ("train", "model", "mixtures"), f"{path.name} imports {n}"
     assert os.path.exists(ROOT / "tokenizer" / "FORMAT.md")
+
+
+def test_doc_tokens_bos_and_eod(sample, tmp_path):
+    from tokenizer.pack import bucket_of, doc_tokens
+
+    cfg = load_config(overrides=["train.vocab_size=900", "train.num_threads=2"])
+    train_model([str(sample)], cfg.train, 4096, str(tmp_path / "m.model"), label="d")
+    tok = Tokenizer((tmp_path / "m.model").read_bytes())
+    plain = doc_tokens(tok, "Everyone has the right to life.", add_bos=False)
+    with_bos = doc_tokens(tok, "Everyone has the right to life.", add_bos=True)
+    assert plain[-1] == tok.eod_id and plain.dtype.name == "uint32"
+    assert with_bos[0] == tok.bos_id and with_bos[1:].tolist() == plain.tolist()
+    assert tok.decode(plain[:-1].tolist()) == "Everyone has the right to life."
+    # key-range buckets keep the key order
+    keys = [0, 1, 2**61, 2**62, 2**63 - 1]
+    assert [bucket_of(k, 4) for k in keys] == [0, 0, 1, 2, 3]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import sys
 import time
 from typing import Any
@@ -95,6 +96,9 @@ def run_train(corpus_dir: str, out_dir: str, cfg: TokenizerConfig, *, beam_flags
     for stale in (META_FILE, MODEL_FILE, "eval.json", "report.html", "report.md"):
         if os.path.exists(join(out_dir, stale)):
             os.remove(join(out_dir, stale))
+    for stale in ("baseline_proportional", "report"):
+        if os.path.isdir(join(out_dir, stale)):
+            shutil.rmtree(join(out_dir, stale))
     sample_dir = join(out_dir, "sample")
     log.info("step 1/4: sample the corpus")
     stats = run_sample(corpus_dir, sample_dir, cfg, beam_flags)
