@@ -6,7 +6,9 @@ the UDHR parallel text.
         [--settings 1.25,2 1.43,2 2,2] [--max-chars N]
 
 Same sampling code as ``tokenizer.sample`` (units, groups, plan, per-unit coins,
-hold-out rule), run in one process so that a sweep does not re-run the Beam job;
+hold-out rule, line order), run in one process so that a sweep does not re-run the
+Beam job (SentencePiece's result depends on the order of its input lines, by a
+few percent: the order here is the sample job's);
 without ``--corpus`` the corpus is built from ../shared/dev_corpus.  Prints one
 table row per setting (change of bytes/token vs the proportional tokenizer).
 """
@@ -76,12 +78,22 @@ def main() -> int:
     udhr = udhr_rows()
 
     def train(variant: str, plan) -> Tokenizer:
+        import math
+
+        from filters.schema import stable_hash
+        from pipelines.outputs import shard_of
         from tokenizer.sample import unit_uniform
 
         groups = plan["variants"][variant]["groups"]
-        lines = []
+        picked = []
         for g, doc_id, i, text in units:
-            lines += [text] * copies(groups[group_key(g)]["rate"], unit_uniform(cfg.sample.seed, doc_id, i))
+            n = copies(groups[group_key(g)]["rate"], unit_uniform(cfg.sample.seed, doc_id, i))
+            picked += [(f"{doc_id}\0{i}\0{c}", text) for c in range(n)]
+        # the sample job's line order (shard, then hash inside a shard): SentencePiece's
+        # result depends on the order of its input sentences
+        n_shards = max(1, math.ceil(sum(len(t.encode()) + 1 for _, t in picked) / cfg.sample.shard_target_bytes))
+        picked.sort(key=lambda kt: (shard_of(kt[0], n_shards), stable_hash(kt[0], size=8), kt[1]))
+        lines = [t for _, t in picked]
         buf = io.BytesIO()
         opts = spm_options(cfg.train, cfg.sample.max_unit_bytes)
         opts["minloglevel"] = 2
