@@ -32,9 +32,9 @@ class _Strict(BaseModel):
 class HoldoutConfig(_Strict):
     """Documents kept out of the tokenizer's training sample, for the report.
 
-    Per language, the ``docs_per_language`` documents with the smallest
-    ``hash(seed, id)`` are held out, but never more than ``max_fraction`` of the
-    language's documents (a language with 4 documents holds out none)."""
+    Per language and document script (``ja/Kana``), the ``docs_per_language``
+    documents with the smallest ``hash(seed, id)`` are held out, but never more
+    than ``max_fraction`` of them (a language with 4 documents holds out none)."""
     docs_per_language: int = Field(20, ge=0)
     max_fraction: float = Field(0.2, ge=0.0, lt=1.0)
     max_chars_per_doc: int = Field(20_000, gt=0)  # held-out text is truncated to this
