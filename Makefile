@@ -17,13 +17,14 @@ DEMO_INPUTS ?= \
 	--input media=data/sample/media/manifest.jsonl \
 	--input media_pairs=data/sample/media/pairs.tar
 
-.PHONY: setup system-deps demo corpus test test-fast bench clean help
+.PHONY: setup system-deps demo corpus test test-fast bench clean help tokenizer
 
 help:
 	@echo "make demo    set up and build the bundled sample corpus end to end"
 	@echo "make test    set up and run the test suite"
 	@echo "make corpus  build a corpus: make corpus INPUTS='--input name=GLOB ...' CORPUS=DIR"
 	@echo "make bench   run the benchmarks (prints tables)"
+	@echo "make tokenizer  train SentencePiece on a balanced sample of CORPUS and pack it: make tokenizer CORPUS=DIR"
 
 setup: $(STAMP)
 
@@ -49,6 +50,16 @@ demo: setup
 
 corpus: setup
 	$(VPY) pipelines/build_corpus.py $(INPUTS) --output $(CORPUS) $(ARGS)
+
+# Tokenizer (configs/tokenizer.yaml): model + report in TOKENIZER_DIR, packed ArrayRecord
+# shards (+ a TFDS copy) in TOKENS_DIR.  Extra flags: TOKENIZER_ARGS / PACK_ARGS.
+TOKENIZER_DIR ?= artifacts/tokenizer
+TOKENS_DIR ?= artifacts/tokens
+SEQ_LEN ?= 1024
+tokenizer: setup
+	$(VPY) -m tokenizer.train --corpus $(CORPUS) --output $(TOKENIZER_DIR) $(TOKENIZER_ARGS)
+	$(VPY) -m tokenizer.pack --corpus $(CORPUS) --tokenizer $(TOKENIZER_DIR) --output $(TOKENS_DIR) \
+	  --seq-len $(SEQ_LEN) --tfds-dir $(TOKENS_DIR)/tfds $(PACK_ARGS)
 
 test: setup
 	$(VPY) -m pytest -q tests

@@ -4,8 +4,9 @@
         --setup_file=./beam_setup.py --temp_location=gs://BUCKET/tmp
 
 Workers need the operators (``filters/``) and the Beam wiring (``pipelines/``)
-plus their runtime dependencies; the trainer, model and tokenizer packages are
-not shipped (the data side never imports them).  Dependencies are read from
+plus their runtime dependencies, and ``tokenizer/`` for its sampling and packing
+jobs; the trainer and model packages are not shipped (the data side never imports
+them).  Dependencies are read from
 ``pyproject.toml`` so the two lists cannot drift apart.
 """
 import os
@@ -31,7 +32,8 @@ def _requirements():
 setuptools.setup(
     name="corpusforge-workers",
     version="0.1.0",
-    packages=setuptools.find_packages(include=["pipelines", "pipelines.*", "filters", "filters.*"]),
+    packages=setuptools.find_packages(include=["pipelines", "pipelines.*", "filters", "filters.*", "tokenizer",
+                                               "tokenizer.*"]),
     package_data={"": ["*.yaml", "*.txt"]},
     install_requires=_requirements(),
 )
