@@ -151,8 +151,9 @@ class MixtureConfig(_Strict):
     corpus: str | None = None
     default_max_epochs: float = Field(4.0, gt=0)
     validation_sequences: int = Field(8, ge=0)
-    #: examples of a stage are shuffled inside windows of this many (sources interleave
-    #: evenly across windows, at random inside one; see mixtures/loader.py)
+    #: examples of a stage are shuffled inside windows of at most this many (sources
+    #: interleave evenly across windows, at random inside one; see mixtures/loader.py).
+    #: A stage's window is shrunk so that it reads at most one epoch of any source.
     mixing_window: int = Field(4096, ge=1, le=65536)
     #: a stage budget that is not a whole number of sequences: ``nearest`` rounds (and
     #: the plan shows it), ``error`` refuses
@@ -417,6 +418,7 @@ class StagePlan:
     weights: dict[str, float]      # normalised
     counts: dict[str, int]         # sequences per source (sum = M)
     offsets: dict[str, int]        # per source: stream position where the stage starts
+    window: int = 1                # mixing window (examples) used in this stage
 
     @property
     def end(self) -> int:
@@ -478,11 +480,12 @@ class Plan:
         """``mixture``: the plan (stages, counts, caps, seed, validation split);
         ``data``: the packed data behind it (token manifest fingerprints)."""
         mix = {
-            "name": self.cfg.name, "seed": self.cfg.seed, "seq_len": self.seq_len, "window": self.cfg.mixing_window,
+            "name": self.cfg.name, "seed": self.cfg.seed, "seq_len": self.seq_len,
             "sources": {k: {"kind": s.kind, "packed": s.packed, "modality": s.modality, "media_source": s.media_source,
                             "max_epochs": s.max_epochs, "validation": s.validation}
                         for k, s in self.data.sources.items()},
-            "stages": [{"name": st.name, "sequences": st.sequences, "counts": st.counts} for st in self.stages],
+            "stages": [{"name": st.name, "sequences": st.sequences, "counts": st.counts, "window": st.window}
+                       for st in self.stages],
         }
         data = {"tokenizer": self.data.tokenizer_sha256,
                 "sources": {k: {"manifest": s.manifest_fingerprint, "sequences": s.sequences, "tokens": s.tokens}
@@ -531,8 +534,16 @@ def make_plan(cfg: MixtureConfig, data: MixtureData) -> Plan:
         for n in names:
             if counts[n] and data.sources[n].kind == "text" and data.sources[n].train_sequences <= 0:
                 raise MixtureError(f"stage {st.name}: source {n} has weight but no training sequences")
+        # the window spans at most one epoch of every text source it reads: N_s examples
+        # of source s take N_s * m / count_s examples of the stage
+        window = cfg.mixing_window
+        for n in names:
+            sd = data.sources[n]
+            if counts[n] and sd.kind == "text":
+                window = min(window, max(1, sd.train_sequences * m // counts[n]))
         stages.append(StagePlan(index=i, name=st.name, tokens_configured=st.tokens, sequences=m, start=start,
-                                weights={n: x / tot for n, x in zip(names, w)}, counts=counts, offsets=dict(offsets)))
+                                weights={n: x / tot for n, x in zip(names, w)}, counts=counts, offsets=dict(offsets),
+                                window=window))
         for n in names:
             offsets[n] += counts[n]
         start += m
@@ -572,7 +583,8 @@ def format_plan(plan: Plan) -> str:
     rows: list[list[str] | str] = []
     for st in plan.stages:
         rows.append(f"stage {st.index + 1} {st.name}: {st.sequences:,} sequences = {st.sequences * S:,} tokens; "
-                    f"examples [{st.start:,}, {st.end:,}), tokens [{st.start * S:,}, {st.end * S:,})")
+                    f"examples [{st.start:,}, {st.end:,}), tokens [{st.start * S:,}, {st.end * S:,}); "
+                    f"mixing window {min(st.window, st.sequences):,}")
         for n, sd in d.sources.items():
             rows.append(["", n, sd.kind, f"{st.weights[n]:.3f}", f"{st.counts[n]:,}", f"{plan.planned_tokens(st, n):,}",
                          f"{sd.train_tokens(S):,}", f"{plan.epochs(st, n):.2f}", "", ""])

@@ -80,8 +80,13 @@ def find_state(path: str) -> dict[str, Any]:
         raise LoaderError(f"{path}: no such file or directory")
     for f in files:
         try:
-            with open(f, encoding="utf-8") as fh:
-                got = pick(json.load(fh))
+            if os.path.getsize(f) > (16 << 20):        # checkpoint tensors, not a JSON state
+                continue
+            with open(f, "rb") as fh:
+                head = fh.read(1)
+                if head not in (b"{", b"["):
+                    continue
+                got = pick(json.loads(head + fh.read()))
         except (ValueError, UnicodeDecodeError, OSError):
             continue
         if got is not None:

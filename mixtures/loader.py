@@ -21,14 +21,17 @@ of ``S`` tokens; the stream of examples is a pure function of the example index
   ``n_{s,t}`` examples (largest-remainder apportionment of the weights,
   ``mixtures/config.py``).  The stage is the even interleaving of those counts
   (``interleave``: Grain ``mix``'s closed form on exact integer counts), shuffled
-  inside consecutive windows of ``mixing_window`` examples (default 4096) with a
-  Grain index permutation per window.  The ``r``-th element of source ``s`` in the
+  inside consecutive windows (a Grain index permutation per window).  The window
+  is ``mixing_window`` examples (default 4096), shrunk per stage so that it
+  spans at most one epoch of any source it reads (``N_s * M_t / n_{s,t}``
+  examples; the plan prints it).  The ``r``-th element of source ``s`` in the
   interleaving reads stream position ``offset_{s,t} + r``, so a stage reads each
   source's stream forward, a window at a time (``StageSelection``, plugged in
   with ``MapDataset.select_from_datasets``).  Consequences: each stage holds
-  exactly its planned counts; a repeated record comes back about one source
-  epoch later, not next to itself; the loader touches at most a couple of
-  epochs of a source at a time.
+  exactly its planned counts; a window holds a record of a source at most
+  twice (when it straddles an epoch boundary of that source), and a repeated
+  record otherwise comes back about one source epoch later; the loader touches
+  at most a couple of epochs of a source at a time.
 
 **Stage boundaries are exact whatever the batch size.**  Batch ``n`` is examples
 ``[nB, (n+1)B)``.  The stage of an example depends on ``e`` alone, never on
@@ -287,7 +290,7 @@ class MixtureSource:
         for st in plan.stages:
             sel = StageSelection(st.sequences, [st.counts[n] for n in self._parents],
                                  [st.offsets[n] for n in self._parents], _seed(seed, "stage", st.index, st.name),
-                                 plan.cfg.mixing_window)
+                                 st.window)
             stages.append(grain.MapDataset.select_from_datasets(streams, sel))
         return grain.MapDataset.concatenate(stages)
 
