@@ -27,3 +27,7 @@ os.environ.setdefault("PYTHONHASHSEED", "0")
 #: build_corpus flags that switch off the per-document content filters (language,
 #: quality, safety, PII), for tests of other stages on small synthetic documents.
 CONTENT_FILTERS_OFF = [f"--set=stages.{s}=false" for s in ("language", "quality", "safety", "pii")]
+
+#: ... and the near-duplicate and boilerplate stages too: the corpus comes out as the
+#: test wrote it (normalised, exact copies removed), for tests of later steps.
+ALL_FILTERS_OFF = CONTENT_FILTERS_OFF + ["--set=stages.near_dup=false", "--set=stages.boilerplate=false"]

@@ -22,6 +22,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from tests.conftest import ALL_FILTERS_OFF
+
 from tokenizer.format import FingerprintMismatch, PackedSource, document_index, load_token_manifest
 
 pytestmark = pytest.mark.slow
@@ -74,7 +76,7 @@ def corpus(work):
                                ensure_ascii=False) + "\n")
     out = work / "corpus"
     run(["--input", f"docs={raw / 'docs.jsonl'}", "--input", f"udhr={raw / 'udhr.jsonl'}", "--output", str(out),
-         "--no-report"])
+         "--no-report", *ALL_FILTERS_OFF])
     return out
 
 
