@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines import build_corpus
-from tests.conftest import CONTENT_FILTERS_OFF
+from tests.conftest import ALL_FILTERS_OFF, CONTENT_FILTERS_OFF
 
 DATA = pathlib.Path(__file__).parent / "data" / "decontam"
 HUMANEVAL = DATA / "humaneval_sample.jsonl"
@@ -55,7 +55,7 @@ def corpus(tmp_path_factory):
 def _run(corpus, name, *extra):
     out = str(corpus["dir"] / name)
     build_corpus.run(["--input", f"web={corpus['corpus']}", "--output", out, "--eval-set", f"qa={corpus['qa']}",
-                      "--eval-set", f"humaneval={HUMANEVAL}", *CONTENT_FILTERS_OFF, *extra])
+                      "--eval-set", f"humaneval={HUMANEVAL}", *ALL_FILTERS_OFF, *extra])
     return pathlib.Path(out)
 
 
