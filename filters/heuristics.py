@@ -22,6 +22,21 @@ Multilingual by construction (datatrove #135):
 
 Code documents (``lang = "code:<language>"``) get ``CodeQuality`` only; prose
 rules skip them.
+
+Genre, not quality (precise defaults):
+
+* every rule set has a ``formats:`` scope next to ``sources:`` (``filters.scope``):
+  Gopher quality, C4 and FineWeb were made for web pages (MassiveText applied
+  Gopher's quality filter to MassiveWeb only) and by default judge web-like input
+  (warc, wet, jsonl, parquet), not books or manuals read as text trees; Gopher
+  repetition and the code rules judge every format;
+* hard-wrapped plain text is unwrapped before the line rules (``unwrap_lines``):
+  C4's and FineWeb's "line" is an HTML block, a paragraph;
+* a text with no sentence-ending punctuation at all (verse, scripture, Thai) is
+  not judged by punctuation (``skip_unpunctuated``), while text whose words carry
+  punctuation that no line ends in (shuffled or broken text) still is;
+* C4's curly-bracket rule drops a page when more than a share of its lines hold
+  a "{" (``max_curly_bracket_line_frac``), not for a single code example.
 """
 from __future__ import annotations
 
@@ -166,8 +181,10 @@ class C4Config(_RuleConfig):
     #: lines containing these (lower-case) substrings do not count (English defaults)
     skip_line_substrings: list[str] = ["javascript", *C4_POLICY]
     #: C4 drops a page with a single "{" (code in a web page).  A number: drop only
-    #: when more than this share of the non-blank lines holds a curly bracket, so a
-    #: manual or a tutorial with one code example is kept (C4: null, any bracket).
+    #: when more than this share of the non-blank lines holds a curly bracket used as
+    #: code, so a manual or a tutorial with one code example is kept, and braces
+    #: around words (cross-references, markup: "See {hacker}") do not count
+    #: (C4: null, any bracket).
     max_curly_bracket_line_frac: float | None = Field(0.1, ge=0, le=1)
     #: join hard-wrapped lines before the line rules (see ``unwrap_lines``)
     unwrap_lines: bool = True
@@ -687,7 +704,8 @@ class C4Rules(_Rules):
             "kept_line_frac": kept / n_lines if n_lines else 0.0,
             "lorem_ipsum": lorem,
             "curly_bracket": curly,
-            "curly_bracket_line_frac": (sum(1 for x in nonblank if "{" in x) / len(nonblank)) if nonblank else 0.0,
+            "curly_bracket_line_frac": (sum(1 for x in nonblank if "{" in x and _code_brace(x)) / len(nonblank))
+            if nonblank else 0.0,
             "sentence_marks": float(a.sentence_marks),
         }
         return out
@@ -709,6 +727,31 @@ class C4Rules(_Rules):
         if p.skip_unpunctuated and _unpunctuated(scores, doc):
             scores = {k: v for k, v in scores.items() if k != "sentences"}
         return super().decide(scores, doc)
+
+    def thresholds(self, doc=None):
+        lim = super().thresholds(doc)
+        if doc is not None and lim and self.params(doc).skip_unpunctuated and _unpunctuated(
+                _stored(doc, self.name), doc):
+            lim.pop("sentences", None)
+        return lim
+
+
+# a brace that encloses words only (up to its "}" or the line end): a cross-reference
+# or markup ("See {hacker}", "{Knights" ... "of the Lambda Calculus}"), not code
+_WORD_BRACES_RE = re.compile(r"(?<![$%@#])\{[^\W\d_][\w \t'’\-.]*(?:\}|$)")
+
+
+def _code_brace(line: str) -> bool:
+    """The line holds a curly bracket used as code ("{ return x; }", "{a,b}",
+    "{color:red}", "${HOME}"): one left after removing braces around words
+    (not after ``$ % @ #``, which make a template or shell variable)."""
+    return "{" in _WORD_BRACES_RE.sub("", line.rstrip())
+
+
+def _stored(doc: dict[str, Any], name: str) -> dict[str, float]:
+    """The scores of operator ``name`` already stored in ``doc``, without the prefix."""
+    pre = name + "."
+    return {k[len(pre):]: v for k, v in (doc.get("scores") or {}).items() if k.startswith(pre)}
 
 
 def _unpunctuated(scores: dict[str, float], doc: dict[str, Any] | None) -> bool:
@@ -762,6 +805,16 @@ class FineWebRules(_Rules):
                 p.skip_unpunctuated and _unpunctuated(scores, doc)):
             scores = {k: v for k, v in scores.items() if k != "line_punct_ratio"}
         return super().decide(scores, doc)
+
+    def thresholds(self, doc=None):
+        lim = super().thresholds(doc)
+        if doc is not None and lim:
+            p = self.params(doc)
+            own = _stored(doc, self.name)
+            if (p.line_punct_exclude_zero and own.get("line_punct_ratio") == 0.0) or (
+                    p.skip_unpunctuated and _unpunctuated(own, doc)):
+                lim.pop("line_punct_ratio", None)
+        return lim
 
 
 # --------------------------------------------------------------------------- code

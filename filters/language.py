@@ -6,6 +6,12 @@ with ``lang`` (ISO 639 code from lid.176), ``lang_score`` (its probability) and
 ``lid.score`` / ``lid.script_share`` in ``scores``.  Code documents
 (``lang = "code:<language>"``) keep their language; only the script is recorded.
 
+The score is lid.176's probability summed over the labels of one ISO 639-3
+macrolanguage (``macrolanguages``: lid.176 splits Norwegian between ``no`` and
+``nn``, Serbo-Croatian between ``hr``, ``sh``, ``sr``, ``bs``) and over the
+document's ``mixed_languages`` (2) most likely languages, so a translated manual
+page with untranslated English passages is not "unsure".
+
 ``LanguageFilter`` (a ``DocFilter``) applies the thresholds: a per-language
 minimum score (``min_score_by_lang``, else ``min_score``) and an optional list of
 languages to keep.  Re-thresholding never needs re-scoring: the decision reads

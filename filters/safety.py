@@ -10,6 +10,9 @@ lists that ``safetext`` ships), never a list written into this code.
                    written without spaces (Han, Kana, Thai ...) match as
                    substrings; others need non-word characters on both sides.
                    Scores ``matches``, ``distinct`` and ``weight``; drops at ``min_weight``.
+                   List hygiene with wordfreq's frequency lists (see ``TermFilter``
+                   and ``filters.wordfreqs``); by default only web-like input
+                   formats are screened (``term_formats``).
 ``ToxicityClassifier``  P(toxic) from a fastText model trained with
                    ``python -m filters.safety train --positive TOXIC --negative CLEAN
                    --output MODEL`` (same machinery as the quality classifier).
@@ -96,10 +99,19 @@ class SafetyConfig(BaseModel):
     #: word of one of these is skipped in every document ("pipe" from the French
     #: list in a German manual), as it is in documents of that language
     code_switch_languages: list[str] = ["en"]
-    #: a term that is a common word of its own list's language weighs
-    #: ``weak_term_weight`` in every document, not only in documents of that
-    #: language (English "dirty" is no stronger evidence in a French text)
+    #: a term of a code-switching language's own list that is a common word of that
+    #: language weighs ``weak_term_weight`` in every document, not only in documents
+    #: of that language (English "dirty" quoted in a French text is no stronger
+    #: evidence than in an English one).  A common word of another language found
+    #: in a document of a third one is no quotation and keeps its full weight.
     weak_everywhere: bool = True
+    #: a term from another language's list is skipped in a document whose language
+    #: uses the word at least as often as the list's own language does (wordfreq):
+    #: it is that language's word there ("mongol" from the Azerbaijani list in a
+    #: French page), and so in every document when English, quoted everywhere, does
+    #: ("sieve" from the French list); a romanised entry has no frequency in its
+    #: own (native-script) language
+    skip_if_more_common_here: bool = True
     #: terms never counted (a user's allowlist, like datatrove's ["グロ", "性"])
     allow_terms: list[str] = []
     toxicity: ToxicityConfig = ToxicityConfig()
@@ -170,8 +182,9 @@ def _frequencies(terms: tuple[str, ...], langs: tuple[str, ...], top_n: int, own
     from filters.wordfreqs import common_languages
 
     if not langs or (top_n == 0 and own_top_n == 0):  # no hygiene
-        return {}, {}, {}
-    return common_languages(terms, langs, top_n, own_top_n)
+        return {}, {}, {}, {}
+    st = common_languages(terms, langs, top_n, own_top_n)
+    return st.common, st.top, st.freq, st.scripts
 
 
 def _is_word_char(ch: str) -> bool:
@@ -259,7 +272,7 @@ class TermFilter:
         # safetext's Arabic list holds more romanised than Arabic-script entries),
         # or without a frequency list the script of most of its entries
         langs = tuple(sorted(set(self.config.common_word_languages) | {e[1] for e in entries}))
-        common, top, scripts = _frequencies(tuple(sorted({e[0] for e in entries})), langs,
+        common, top, freq, scripts = _frequencies(tuple(sorted({e[0] for e in entries})), langs,
                                             self.config.common_words_top_n, self.config.own_language_top_n)
         main: dict[str, str | None] = {}
         for lang in {e[3] for e in entries}:
@@ -301,18 +314,22 @@ class TermFilter:
             need_r = _is_word_char(term[-1]) and _DENSE_RE.match(term[-1]) is None
             tags = {own, "*"} if is_global else {own}
             tags_wf = {x for x in (wordfreq_lang(t) for t in tags) if x}
-            # weak wherever it counts: a common word of its own language
-            weak = self.config.weak_everywhere and own_wf is not None and own_wf in c_in
-            # skipped wherever it counts from another language's list: a common word
-            # of a code-switching language (English) that is not that list's language
-            switch = bool(c_in & switch_langs) and own_wf not in switch_langs
+            # weak wherever it counts: a common word of its own, code-switching, language
+            weak = self.config.weak_everywhere and own_wf is not None and own_wf in c_in and own_wf in switch_langs
+            fr = freq.get(term, {})
+            f_own = 0.0 if foreign or own_wf is None else fr.get(own_wf, 0.0)
+            # skipped wherever it counts from another language's list: a word of a
+            # code-switching language (English) that is not that list's language,
+            # common there or used there at least as often as in its list's language
+            switch = own_wf not in switch_langs and (bool(c_in & switch_langs) or (
+                self.config.skip_if_more_common_here and any(x in fr and fr[x] >= f_own for x in switch_langs)))
             if term in self._auto:
                 v = self._auto.get(term)
                 self._auto.add_word(term, (term, v[1] | tags, v[2], v[3], v[4], v[5], v[6] | tags_wf, c_in,
-                                           v[8] and weak, v[9] and switch))
+                                           v[8] and weak, v[9] and switch, max(v[10], f_own), fr))
             else:
                 self._auto.add_word(term, (term, frozenset(tags), need_l, need_r, dense_l, dense_r,
-                                           frozenset(tags_wf), c_in, weak, switch))
+                                           frozenset(tags_wf), c_in, weak, switch, f_own, fr))
                 n += 1
         self.n_terms = n
         if n:
@@ -334,15 +351,19 @@ class TermFilter:
         boundaries = self.config.dense_word_boundaries
         out = []
         n = len(low)
-        for end, (term, langs, need_l, need_r, dense_l, dense_r, langs_wf, c_in, weak, switch) in self._auto.iter(low):
+        relative = self.config.skip_if_more_common_here
+        for end, value in self._auto.iter(low):
+            term, langs, need_l, need_r, dense_l, dense_r, langs_wf, c_in, weak, switch, f_own, fr = value
             if scope_lang is not None and scope_lang not in langs and "*" not in langs:
                 continue
             own_lang = doc_lang in langs or (doc_wf is not None and doc_wf in langs_wf)
             # a term from another language's list that is an ordinary word of the
             # document's language ("queue" from the French list in English text),
-            # or of English, which every language quotes
+            # or of English, which every language quotes, or that the document's
+            # language uses at least as often as the list's language
             common_here = doc_wf is not None and doc_wf in c_in
-            if not own_lang and (common_here or switch):
+            if not own_lang and (common_here or switch or (
+                    relative and doc_wf is not None and fr.get(doc_wf, 0.0) >= f_own and doc_wf in fr)):
                 continue
             start = end - len(term) + 1
             # a neighbour continues the word only if it is a word character outside

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Iterable
 
@@ -191,10 +192,20 @@ def _freq_dict(buckets: list[list[str]], wanted: set[str]) -> dict[str, float]:
     return out
 
 
-def common_languages(terms: Iterable[str], langs: Iterable[str], top_n: int, own_top_n: int):
-    """For each term: (languages where it is among the ``top_n`` most frequent
-    words, languages where it is among the ``own_top_n`` most frequent), and each
-    language's script (``script_family`` of its 200 most frequent words).
+@dataclass
+class TermStats:
+    #: term -> languages where it is among the ``top_n`` most frequent words
+    common: dict[str, frozenset[str]]
+    #: term -> languages where it is among the ``own_top_n`` most frequent words
+    top: dict[str, frozenset[str]]
+    #: term -> {language: frequency} wherever it occurs in the lists
+    freq: dict[str, dict[str, float]]
+    #: language -> its script (``script_family`` of its 200 most frequent words)
+    scripts: dict[str, str | None]
+
+
+def common_languages(terms: Iterable[str], langs: Iterable[str], top_n: int, own_top_n: int) -> "TermStats":
+    """How common each term is in each of ``langs`` (see ``TermStats``).
 
     Each frequency list is loaded once and released afterwards (they are large)."""
     import wordfreq
@@ -215,6 +226,7 @@ def common_languages(terms: Iterable[str], langs: Iterable[str], top_n: int, own
                 wanted.add(w)
     common: dict[str, set[str]] = {}
     top: dict[str, set[str]] = {}
+    freq: dict[str, dict[str, float]] = {}
     scripts: dict[str, str | None] = {}
     for lang in sorted({wordfreq_lang(x) for x in langs} - {None}):
         buckets = wordfreq.get_frequency_list(lang, "best")
@@ -224,14 +236,15 @@ def common_languages(terms: Iterable[str], langs: Iterable[str], top_n: int, own
         # (1/(1/f) is not always f again in floating point: compare with a tolerance)
         c_common = _cutoff(buckets, freqs, top_n) * (1 - 1e-9)
         c_top = _cutoff(buckets, freqs, own_top_n) * (1 - 1e-9)
-        lo = min(c_common, c_top)
         for t in terms:
             f = term_frequency(t, lang, freqs, pieces[t])
-            if f <= 0.0 or f < lo:
+            if f <= 0.0:
                 continue
+            freq.setdefault(t, {})[lang] = f
             if f >= c_common:
                 common.setdefault(t, set()).add(lang)
             if f >= c_top:
                 top.setdefault(t, set()).add(lang)
         wordfreq.get_frequency_list.cache_clear()
-    return ({t: frozenset(v) for t, v in common.items()}, {t: frozenset(v) for t, v in top.items()}, scripts)
+    return TermStats({t: frozenset(v) for t, v in common.items()}, {t: frozenset(v) for t, v in top.items()},
+                     freq, scripts)

@@ -127,8 +127,12 @@ THAI = "\n".join(f"{TH} {i}" for i in range(8))
 def test_text_without_sentence_punctuation_is_not_judged_by_it():
     for text, lang in ((VERSE, "en"), (THAI, "th")):
         d = doc(text, lang=lang)
-        assert run_filter(C4Rules(), d).reason is None, lang
-        assert run_filter(FineWebRules(), d).reason is None, lang
+        c4, fw = run_filter(C4Rules(), d), run_filter(FineWebRules(), d)
+        assert c4.reason is None and fw.reason is None, lang
+        # the thresholds in force (calibration, report) say the same
+        assert "sentences" not in C4Rules().thresholds(c4.doc) and "sentences" in C4Rules().thresholds(doc(EN, lang="en"))
+        assert "line_punct_ratio" not in FineWebRules().thresholds(fw.doc)
+        assert "line_punct_ratio" in FineWebRules().thresholds(doc(EN, lang="en"))
         assert run_filter(C4Rules(C4Config(skip_unpunctuated=False)), d).reason == "c4:sentences"
         assert run_filter(FineWebRules(FineWebConfig(skip_unpunctuated=False)), d).reason == \
             "fineweb:line_punct_ratio"
@@ -138,6 +142,19 @@ def test_text_without_sentence_punctuation_is_not_judged_by_it():
     # one long line without any punctuation is no verse either
     blob = " ".join(w.strip(".,") for w in EN.split()) * 3
     assert run_filter(C4Rules(), doc(blob, lang="en")).reason == "c4:sentences"
+
+
+def test_curly_brackets_count_as_code_only_when_used_as_code():
+    c4 = C4Rules()
+    base = [f"Line {i} of a page that has sentences ending in full stops." for i in range(12)]
+    xref = "\n".join(base + ["See {hacker}, {wizard} and {Real Programmer} for more.",
+                              "The {line eater} bug was {nailed", "} down later, see {bogus}."] * 2)
+    code = "\n".join(base + ["function f() {", "  return {a: 1};", "}"] * 2)
+    assert run_filter(c4, doc(xref, lang="en")).doc["scores"]["c4.curly_bracket_line_frac"] < 0.1
+    assert run_filter(c4, doc(code, lang="en")).reason == "c4:curly_bracket_line_frac"
+    # C4 as published: any bracket
+    assert run_filter(C4Rules(C4Config(max_curly_bracket_line_frac=None)), doc(xref, lang="en")).reason == \
+        "c4:curly_bracket"
 
 
 # ------------------------------------------------------------------ language ID
@@ -176,8 +193,9 @@ def test_lid_real_model_still_sure_of_monolingual_text():
 # ------------------------------------------------------------------ safety terms
 @pytest.fixture(scope="module")
 def hygiene():
-    lists = {"ja": ["グロ"], "zh": ["http", "傻逼", "管理員", "提示"], "fr": ["pipe", "zorglub", "envoyer", "mettre"],
-             "en": ["dirty"]}
+    lists = {"ja": ["グロ"], "zh": ["http", "傻逼", "管理員", "提示"],
+             "fr": ["pipe", "zorglub", "envoyer", "mettre", "sieve"], "en": ["dirty"], "de": ["nackt"],
+             "az": ["mongol"]}
     return TermFilter(SafetyConfig(common_word_languages=FEW), lists=lists)
 
 
@@ -208,14 +226,27 @@ def test_ordinary_words_are_weak_everywhere_and_english_is_quoted_everywhere(hyg
     assert de.doc["scores"]["safety_terms.distinct"] == 1                # "pipe": an English word in German text
     fr = hygiene.matches("Il faut envoyer le fichier dans le pipe.", "fr")
     assert {(m[2], m[3]) for m in fr} == {("envoyer", True), ("pipe", True)}
-    # an ordinary word of its own language weighs weak_term_weight in every document:
-    # English "dirty" is no stronger evidence in a French text than in an English one
+    # an ordinary English word weighs weak_term_weight in every document: English
+    # "dirty" quoted in a French text is no stronger evidence than in an English one;
+    # an ordinary French word in a German text is no quotation: full weight
     assert run_filter(hygiene, doc("un travail dirty", lang="fr")).doc["scores"]["safety_terms.weight"] == 0.25
+    assert run_filter(hygiene, doc("Er will envoyer sagen.", lang="de")).doc["scores"]["safety_terms.weight"] == 1.0
     strict = TermFilter(SafetyConfig(common_word_languages=FEW, weak_everywhere=False), lists={"en": ["dirty"]})
     assert run_filter(strict, doc("un travail dirty", lang="fr")).reason == "safety_terms:weight"
     # four distinct ordinary words make one term
     four = run_filter(hygiene, doc("envoyer mettre pipe dirty", lang="fr"))
     assert four.doc["scores"]["safety_terms.weight"] == 1.0 and four.reason == "safety_terms:weight"
+
+
+def test_a_word_the_document_language_uses_more_is_that_languages_word(hygiene):
+    # "mongol" (Azerbaijani list, no frequency list of its own) is a French word in French text
+    assert hygiene.matches("le peuple mongol", "fr") == []
+    # "sieve" (French list) is an English word, and English is quoted everywhere
+    assert hygiene.matches("the sieve algorithm", "en") == [] and hygiene.matches("der sieve Filter", "de") == []
+    # a German word inserted into French text is still German
+    assert [m[2] for m in hygiene.matches("une photo nackt ici", "fr")] == ["nackt"]
+    off = TermFilter(SafetyConfig(common_word_languages=FEW, skip_if_more_common_here=False), lists={"az": ["mongol"]})
+    assert [m[2] for m in off.matches("le peuple mongol", "fr")] == ["mongol"]
 
 
 def test_term_lists_judge_web_formats_only_by_default():
@@ -231,12 +262,13 @@ def test_term_lists_judge_web_formats_only_by_default():
 def test_wordfreq_segmentation_without_cjk_tokenizers():
     from filters.wordfreqs import common_languages, wordfreq_lang
 
-    common, top, scripts = common_languages(["管理者", "グローバル", "se faire", "gang bang", "ggxqzv"],
-                                            ["ja", "fr", "en", "no"], 10000, 150)
-    assert "ja" in common["管理者"]          # 管理 + 者, one inferred word break
-    assert "fr" in common["se faire"] and "en" not in common.get("gang bang", ())  # phrases pay per break
-    assert "ggxqzv" not in common
-    assert scripts["ja"] == "CJK" and scripts["en"] == "LATIN" and scripts["nb"] == "LATIN"
+    st = common_languages(["管理者", "グローバル", "se faire", "gang bang", "ggxqzv"], ["ja", "fr", "en", "no"],
+                          10000, 150)
+    assert "ja" in st.common["管理者"]          # 管理 + 者, one inferred word break
+    assert "fr" in st.common["se faire"] and "en" not in st.common.get("gang bang", ())  # phrases pay per break
+    assert "ggxqzv" not in st.common and "ggxqzv" not in st.freq
+    assert st.freq["se faire"]["fr"] > st.freq["se faire"].get("en", 0.0)
+    assert st.scripts["ja"] == "CJK" and st.scripts["en"] == "LATIN" and st.scripts["nb"] == "LATIN"
     assert wordfreq_lang("no") == "nb" and wordfreq_lang("hr") == "sh" and wordfreq_lang("xx") is None
 
 
