@@ -22,10 +22,24 @@ Multilingual by construction (datatrove #135):
 
 Code documents (``lang = "code:<language>"``) get ``CodeQuality`` only; prose
 rules skip them.
+
+Genre, not quality (precise defaults):
+
+* every rule set has a ``formats:`` scope next to ``sources:`` (``filters.scope``):
+  Gopher quality, C4 and FineWeb were made for web pages (MassiveText applied
+  Gopher's quality filter to MassiveWeb only) and by default judge web-like input
+  (warc, wet, jsonl, parquet), not books or manuals read as text trees; Gopher
+  repetition and the code rules judge every format;
+* hard-wrapped plain text is unwrapped before the line rules (``unwrap_lines``):
+  C4's and FineWeb's "line" is an HTML block, a paragraph;
+* a text with no sentence-ending punctuation at all (verse, scripture, Thai) is
+  not judged by punctuation (``skip_unpunctuated``), while text whose words carry
+  punctuation that no line ends in (shuffled or broken text) still is;
+* C4's curly-bracket rule drops a page when more than a share of its lines hold
+  a "{" (``max_curly_bracket_line_frac``), not for a single code example.
 """
 from __future__ import annotations
 
-import fnmatch
 import re
 import threading
 from functools import lru_cache
@@ -35,24 +49,34 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from filters import textseg
+from filters.scope import WEB_FORMATS, check_globs, in_scope
 
 # --------------------------------------------------------------------------- config
 
 
 class _RuleConfig(BaseModel):
-    """Common fields: on/off, which sources, and per-script/per-language overrides."""
+    """Common fields: on/off, which sources and input formats, and per-script/per-language overrides."""
 
     model_config = ConfigDict(extra="forbid")
     enabled: bool = True
     #: source-name globs the rules apply to (e.g. ["web*"] for web-only rules)
     sources: list[str] = ["*"]
+    #: input-format globs the rules apply to: the reader records ``metadata.format``
+    #: (warc | wet | jsonl | parquet | text | code); a record without one (built
+    #: outside the readers) is in every scope.  Both scopes must match.
+    formats: list[str] = ["*"]
     #: key: a Unicode script (Han, Thai, ...) or a language code (zh, ar, ...);
     #: value: fields of this section to override.  Language beats script.
     overrides: dict[str, dict[str, Any]] = {}
 
+    @field_validator("sources", "formats")
+    @classmethod
+    def _globs(cls, v: list[str], info) -> list[str]:
+        return check_globs(v, info.field_name)
+
     @model_validator(mode="after")
     def _check_overrides(self):
-        fields = set(type(self).model_fields) - {"enabled", "sources", "overrides"}
+        fields = set(type(self).model_fields) - {"enabled", "sources", "formats", "overrides"}
         for key, vals in self.overrides.items():
             bad = sorted(set(vals) - fields)
             if bad:
@@ -101,6 +125,9 @@ def _default_gopher_overrides() -> dict[str, dict[str, Any]]:
 
 
 class GopherQualityConfig(_RuleConfig):
+    #: designed for and applied to web pages only (MassiveText: MassiveWeb); books,
+    #: manuals and other text trees (``text``) are out of scope by default
+    formats: list[str] = list(WEB_FORMATS)
     min_words: int = 50
     max_words: int = 100_000
     min_mean_word_length: float = 3.0
@@ -141,6 +168,8 @@ C4_POLICY = ["terms of use", "privacy policy", "cookie policy", "uses cookies", 
 
 
 class C4Config(_RuleConfig):
+    #: web rules (C4 cleaned Common Crawl): not applied to text trees by default
+    formats: list[str] = list(WEB_FORMATS)
     min_sentences: int = 5
     min_words_per_line: int = 3
     max_word_length: int = 1000
@@ -151,6 +180,20 @@ class C4Config(_RuleConfig):
     drop_curly_bracket: bool = True
     #: lines containing these (lower-case) substrings do not count (English defaults)
     skip_line_substrings: list[str] = ["javascript", *C4_POLICY]
+    #: C4 drops a page with a single "{" (code in a web page).  A number: drop only
+    #: when more than this share of the non-blank lines holds a curly bracket used as
+    #: code, so a manual or a tutorial with one code example is kept, and braces
+    #: around words (cross-references, markup: "See {hacker}") do not count
+    #: (C4: null, any bracket).
+    max_curly_bracket_line_frac: float | None = Field(0.1, ge=0, le=1)
+    #: join hard-wrapped lines before the line rules (see ``unwrap_lines``)
+    unwrap_lines: bool = True
+    #: a text that uses no sentence-ending punctuation at all (verse and scripture
+    #: written without it, word lists, Thai, which ends sentences with a space) is
+    #: not judged by the sentence count: C4 made it for web pages whose sentences
+    #: end in punctuation.  Text whose words carry punctuation that no line ends in
+    #: (shuffled or broken text) is still judged.
+    skip_unpunctuated: bool = True
 
     @field_validator("terminal_punctuation")
     @classmethod
@@ -166,10 +209,17 @@ def _default_fineweb_overrides() -> dict[str, dict[str, Any]]:
 
 
 class FineWebConfig(_RuleConfig):
+    #: web rules (FineWeb filtered Common Crawl): not applied to text trees by default
+    formats: list[str] = list(WEB_FORMATS)
     min_line_punct_ratio: float = 0.12
     #: documents with no line ending in punctuation at all pass the rule above
     #: (FineWeb's ``line_punct_exclude_zero``; verse and tables have none)
     line_punct_exclude_zero: bool = False
+    #: the same, stricter: only a text with no sentence-ending punctuation anywhere
+    #: (see ``C4Config.skip_unpunctuated``) is not judged by ``min_line_punct_ratio``
+    skip_unpunctuated: bool = True
+    #: join hard-wrapped lines before computing ``line_punct_ratio``
+    unwrap_lines: bool = True
     max_short_line_ratio: float = 0.67
     short_line_length: int = 30
     max_char_dup_ratio: float = 0.1
@@ -215,13 +265,28 @@ _tls = threading.local()
 class Analysis:
     """Per-text measurements shared by the rule sets (tokenized once per document)."""
 
-    __slots__ = ("text", "spacy_like", "_tokens", "_words", "_lines", "_word_chars")
+    __slots__ = ("text", "spacy_like", "_tokens", "_words", "_lines", "_word_chars", "_logical", "_marks")
 
     def __init__(self, text: str, spacy_like: bool = False):
         self.text = text
         self.spacy_like = spacy_like
         self._tokens = self._words = self._lines = None
         self._word_chars = None
+        self._logical = self._marks = None
+
+    @property
+    def logical_lines(self) -> list[str]:
+        """Lines with hard-wrapped sentences joined again (``unwrap_lines``)."""
+        if self._logical is None:
+            self._logical = unwrap_lines(self.lines)
+        return self._logical
+
+    @property
+    def sentence_marks(self) -> int:
+        """Terminal punctuation used to end a sentence (followed by a space or the end)."""
+        if self._marks is None:
+            self._marks = textseg.sentence_mark_count(self.text)
+        return self._marks
 
     @property
     def tokens(self) -> list[str]:
@@ -252,6 +317,36 @@ class Analysis:
         return self._word_chars
 
 
+def _continues_sentence(prev: str, nxt: str) -> bool:
+    """``nxt`` carries on the sentence ``prev`` left open: ``prev`` ends in a word
+    (no terminal punctuation, colon, semicolon or closing bracket) and ``nxt``
+    starts with a lower-case letter."""
+    p = prev.rstrip()
+    n = nxt.lstrip()
+    if not p or not n or not n[0].islower():
+        return False
+    last = p[-1]
+    return (last.isalnum() or last in ",-–—") and not textseg.ends_with_terminal(p)
+
+
+def unwrap_lines(lines: list[str]) -> list[str]:
+    """Plain text wrapped at a fixed width (mail, fortunes, manuals converted from
+    roff or PDF) breaks sentences across lines; the line rules of C4 and FineWeb
+    were made for text extracted from HTML, where a line is a block element
+    (a paragraph).  Consecutive non-blank lines are joined where the second
+    continues the first's open sentence (see ``_continues_sentence``); blank lines
+    stay paragraph breaks.  Scripts without letter case are left as they are."""
+    out: list[str] = []
+    joined = False
+    for line in lines:
+        if out and line.strip() and out[-1].strip() and _continues_sentence(out[-1], line):
+            out[-1] = out[-1].rstrip() + " " + line.strip()
+            joined = True
+        else:
+            out.append(line)
+    return out if joined else lines
+
+
 def analysis(text: str, spacy_like: bool = False) -> Analysis:
     """The analysis of ``text``, reused while the same string object is scored."""
     a = getattr(_tls, "last", None)
@@ -279,8 +374,7 @@ class _Rules:
         is_code = (doc.get("lang") or "").startswith("code:")
         if is_code != self.for_code:
             return False
-        src = doc.get("source") or ""
-        return any(fnmatch.fnmatchcase(src, p) for p in self.config.sources)
+        return in_scope(doc, self.config.sources, self.config.formats)
 
     def params(self, doc: dict[str, Any] | None):
         """The config with the overrides for the doc's script, then language, applied."""
@@ -574,7 +668,8 @@ class C4Rules(_Rules):
         return textseg.ends_with_terminal(line) and not line.endswith(("...", "…"))
 
     def _score(self, doc, p: C4Config) -> dict[str, float]:
-        lines = analysis(doc["text"]).lines
+        a = analysis(doc["text"])
+        lines = a.logical_lines if p.unwrap_lines else a.lines
         n_sent = 0
         kept = 0
         lorem = curly = 0.0
@@ -602,22 +697,69 @@ class C4Rules(_Rules):
                 curly = 1.0
             kept += 1
             n_sent += textseg.sentence_count(line)
+        nonblank = [x for x in a.lines if x.strip()]
         n_lines = sum(1 for x in lines if x.strip())
-        return {
+        out = {
             "sentences": float(n_sent),
             "kept_line_frac": kept / n_lines if n_lines else 0.0,
             "lorem_ipsum": lorem,
             "curly_bracket": curly,
+            "curly_bracket_line_frac": (sum(1 for x in nonblank if "{" in x and _code_brace(x)) / len(nonblank))
+            if nonblank else 0.0,
+            "sentence_marks": float(a.sentence_marks),
         }
+        return out
 
     def _limits(self, p: C4Config):
         lim: dict[str, tuple[str, float]] = {}
         if p.drop_lorem_ipsum:
             lim["lorem_ipsum"] = ("max", 0.0)
         if p.drop_curly_bracket:
-            lim["curly_bracket"] = ("max", 0.0)
+            if p.max_curly_bracket_line_frac is None:
+                lim["curly_bracket"] = ("max", 0.0)
+            else:
+                lim["curly_bracket_line_frac"] = ("max", p.max_curly_bracket_line_frac)
         lim["sentences"] = ("min", p.min_sentences)
         return lim
+
+    def decide(self, scores, doc=None):
+        p = self.params(doc)
+        if p.skip_unpunctuated and _unpunctuated(scores, doc):
+            scores = {k: v for k, v in scores.items() if k != "sentences"}
+        return super().decide(scores, doc)
+
+    def thresholds(self, doc=None):
+        lim = super().thresholds(doc)
+        if doc is not None and lim and self.params(doc).skip_unpunctuated and _unpunctuated(
+                _stored(doc, self.name), doc):
+            lim.pop("sentences", None)
+        return lim
+
+
+# a brace that encloses words only (up to its "}" or the line end): a cross-reference
+# or markup ("See {hacker}", "{Knights" ... "of the Lambda Calculus}"), not code
+_WORD_BRACES_RE = re.compile(r"(?<![$%@#])\{[^\W\d_][\w \t'’\-.]*(?:\}|$)")
+
+
+def _code_brace(line: str) -> bool:
+    """The line holds a curly bracket used as code ("{ return x; }", "{a,b}",
+    "{color:red}", "${HOME}"): one left after removing braces around words
+    (not after ``$ % @ #``, which make a template or shell variable)."""
+    return "{" in _WORD_BRACES_RE.sub("", line.rstrip())
+
+
+def _stored(doc: dict[str, Any], name: str) -> dict[str, float]:
+    """The scores of operator ``name`` already stored in ``doc``, without the prefix."""
+    pre = name + "."
+    return {k[len(pre):]: v for k, v in (doc.get("scores") or {}).items() if k.startswith(pre)}
+
+
+def _unpunctuated(scores: dict[str, float], doc: dict[str, Any] | None) -> bool:
+    """No sentence-ending punctuation anywhere, in a text of several lines."""
+    if scores.get("sentence_marks") != 0.0:
+        return False
+    text = (doc or {}).get("text") or ""
+    return text.strip().count("\n") >= 1
 
 
 # --------------------------------------------------------------------------- FineWeb
@@ -631,8 +773,11 @@ class FineWebRules(_Rules):
         text = doc["text"]
         lines = [ln for ln in text.split("\n") if ln.strip()]
         if not lines:
-            return {"line_punct_ratio": 0.0, "short_line_ratio": 1.0, "char_dup_ratio": 0.0, "newline_word_ratio": 0.0}
-        punct = sum(1 for ln in lines if textseg.ends_with_terminal(ln, closers="")) / len(lines)
+            return {"line_punct_ratio": 0.0, "short_line_ratio": 1.0, "char_dup_ratio": 0.0, "newline_word_ratio": 0.0,
+                    "sentence_marks": 0.0}
+        a = analysis(text)
+        plines = [ln for ln in a.logical_lines if ln.strip()] if p.unwrap_lines else lines
+        punct = sum(1 for ln in plines if textseg.ends_with_terminal(ln.rstrip(), closers="")) / len(plines)
         short = sum(1 for ln in lines if len(ln) <= p.short_line_length) / len(lines)
         dup_chars = _dup_stats(lines)[1]
         n_nonnl = len(text) - text.count("\n")
@@ -642,6 +787,7 @@ class FineWebRules(_Rules):
             "short_line_ratio": short,
             "char_dup_ratio": dup_chars / n_nonnl if n_nonnl else 0.0,
             "newline_word_ratio": text.count("\n") / n_words if n_words else 0.0,
+            "sentence_marks": float(a.sentence_marks),
         }
         return out
 
@@ -655,9 +801,20 @@ class FineWebRules(_Rules):
 
     def decide(self, scores, doc=None):
         p = self.params(doc)
-        if p.line_punct_exclude_zero and scores.get("line_punct_ratio") == 0.0:
+        if (p.line_punct_exclude_zero and scores.get("line_punct_ratio") == 0.0) or (
+                p.skip_unpunctuated and _unpunctuated(scores, doc)):
             scores = {k: v for k, v in scores.items() if k != "line_punct_ratio"}
         return super().decide(scores, doc)
+
+    def thresholds(self, doc=None):
+        lim = super().thresholds(doc)
+        if doc is not None and lim:
+            p = self.params(doc)
+            own = _stored(doc, self.name)
+            if (p.line_punct_exclude_zero and own.get("line_punct_ratio") == 0.0) or (
+                    p.skip_unpunctuated and _unpunctuated(own, doc)):
+                lim.pop("line_punct_ratio", None)
+        return lim
 
 
 # --------------------------------------------------------------------------- code

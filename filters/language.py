@@ -6,6 +6,12 @@ with ``lang`` (ISO 639 code from lid.176), ``lang_score`` (its probability) and
 ``lid.score`` / ``lid.script_share`` in ``scores``.  Code documents
 (``lang = "code:<language>"``) keep their language; only the script is recorded.
 
+The score is lid.176's probability summed over the labels of one ISO 639-3
+macrolanguage (``macrolanguages``: lid.176 splits Norwegian between ``no`` and
+``nn``, Serbo-Croatian between ``hr``, ``sh``, ``sr``, ``bs``) and over the
+document's ``mixed_languages`` (2) most likely languages, so a translated manual
+page with untranslated English passages is not "unsure".
+
 ``LanguageFilter`` (a ``DocFilter``) applies the thresholds: a per-language
 minimum score (``min_score_by_lang``, else ``min_score``) and an optional list of
 languages to keep.  Re-thresholding never needs re-scoring: the decision reads
@@ -18,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from filters import textseg
 from filters.resources import resolve_one
@@ -30,6 +36,22 @@ UNDETERMINED = "und"
 # classical Arabic scores ~0.3 as "mzn" with them and ~0.9 as "ar" without.
 # Only the model's input is stripped; the document is not changed.
 _VOCALISATION = textseg.VOCALISATION_RE
+
+
+#: ISO 639-3 macrolanguages whose members are lid.176 labels (lid.176 uses
+#: Wikipedia codes): Norwegian (nor), Serbo-Croatian (hbs), Malay (msa), Chinese
+#: (zho), Arabic (ara), Kurdish (kur), Azerbaijani (aze), Mari (chm), Nepali (nep).
+MACROLANGUAGES: dict[str, tuple[str, ...]] = {
+    "no": ("no", "nn"),
+    "sh": ("sh", "sr", "hr", "bs"),
+    "ms": ("ms", "id", "min"),
+    "zh": ("zh", "wuu", "yue"),
+    "ar": ("ar", "arz"),
+    "ku": ("ku", "ckb"),
+    "az": ("az", "azb"),
+    "chm": ("mhr", "mrj"),
+    "ne": ("ne", "dty"),
+}
 
 
 class LanguageConfig(BaseModel):
@@ -44,6 +66,28 @@ class LanguageConfig(BaseModel):
     min_score_by_lang: dict[str, float] = {}
     #: languages to keep; empty keeps every language
     keep: list[str] = []
+    #: labels of one ISO 639-3 macrolanguage, which lid.176 splits its probability
+    #: among (Bokmål text: no 0.6, nn 0.2; Croatian: hr 0.4, sh 0.3, sr 0.2, bs 0.1):
+    #: a document's score is the summed probability of its top label's group (the
+    #: label stays the top one).  {}: the top label's probability alone.
+    macrolanguages: dict[str, list[str]] = Field(default_factory=lambda: {k: list(v) for k, v in MACROLANGUAGES.items()})
+    #: the score sums the probabilities of the document's N most likely languages
+    #: (macrolanguage groups): 2 keeps bilingual documents, such as a translated
+    #: manual page with untranslated English passages (lid.176: it 0.17, en 0.63),
+    #: whose top label alone is unsure.  1: the top language alone (datatrove);
+    #: use 1 with ``keep`` when a document must be mostly in a kept language.
+    mixed_languages: int = Field(2, ge=1, le=5)
+
+    @field_validator("macrolanguages")
+    @classmethod
+    def _groups(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        seen: dict[str, str] = {}
+        for name, members in v.items():
+            for m in members:
+                if m in seen and seen[m] != name:
+                    raise ValueError(f"label {m!r} is in two groups ({seen[m]}, {name})")
+                seen[m] = name
+        return v
 
 
 def _load_fasttext(path: str):
@@ -60,6 +104,7 @@ class LanguageID:
     def __init__(self, config: LanguageConfig | None = None, model: Any = None):
         self.config = config or LanguageConfig()
         self._model = model
+        self._group_of = {m: name for name, members in self.config.macrolanguages.items() for m in members}
 
     @property
     def model(self):
@@ -68,16 +113,29 @@ class LanguageID:
         return self._model
 
     def predict(self, text: str) -> tuple[str, float]:
-        """(language, probability) of ``text``; ``("und", 0.0)`` without letters."""
+        """(top label, score) of ``text``; ``("und", 0.0)`` without letters.  The score
+        is the probability of the ``mixed_languages`` most likely languages, each the
+        sum over its macrolanguage's labels (``macrolanguages``)."""
         snippet = text[: self.config.max_chars].replace("\n", " ").replace("\r", " ")
         if not snippet.isascii():
             snippet = _VOCALISATION.sub("", snippet)
         if not snippet.strip():
             return UNDETERMINED, 0.0
-        labels, probs = self.model.predict(snippet, k=1)
+        k = 1 if not self._group_of and self.config.mixed_languages == 1 else 10
+        labels, probs = self.model.predict(snippet, k=k)
         if not labels:
             return UNDETERMINED, 0.0
-        return labels[0].replace("__label__", ""), float(min(max(probs[0], 0.0), 1.0))
+        groups: dict[str, float] = {}  # group -> summed probability
+        best: dict[str, str] = {}      # group -> its most likely label (labels come sorted)
+        for lb, pr in zip(labels, probs):
+            lb = lb.replace("__label__", "")
+            g = self._group_of.get(lb, lb)
+            groups[g] = groups.get(g, 0.0) + float(pr)
+            best.setdefault(g, lb)
+        ranked = sorted(groups.items(), key=lambda kv: -kv[1])
+        top = best[ranked[0][0]]  # the most likely label of the most likely language
+        p = sum(v for _, v in ranked[: self.config.mixed_languages])
+        return top, float(min(max(p, 0.0), 1.0))
 
     def apply(self, doc: dict[str, Any]):
         from filters.base import TransformResult

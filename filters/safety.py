@@ -10,6 +10,9 @@ lists that ``safetext`` ships), never a list written into this code.
                    written without spaces (Han, Kana, Thai ...) match as
                    substrings; others need non-word characters on both sides.
                    Scores ``matches``, ``distinct`` and ``weight``; drops at ``min_weight``.
+                   List hygiene with wordfreq's frequency lists (see ``TermFilter``
+                   and ``filters.wordfreqs``); by default only web-like input
+                   formats are screened (``term_formats``).
 ``ToxicityClassifier``  P(toxic) from a fastText model trained with
                    ``python -m filters.safety train --positive TOXIC --negative CLEAN
                    --output MODEL`` (same machinery as the quality classifier).
@@ -24,9 +27,10 @@ from functools import lru_cache
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from filters.resources import read_list, resolve
+from filters.scope import WEB_FORMATS, check_globs, in_scope
 
 # ----------------------------------------------------------------------------- config
 
@@ -57,30 +61,65 @@ class SafetyConfig(BaseModel):
     #: ``all``: every list applies to every document (insertions and code-switching
     #: cross languages); ``document_language``: only lists of the doc's language
     term_scope: Literal["all", "document_language"] = "all"
+    #: input formats (``metadata.format``, see ``filters.scope``) the term lists apply
+    #: to: word lists are a web-page heuristic (C4's list screened Common Crawl pages);
+    #: a book or a manual read from a text tree is not judged by counting listed
+    #: words (a 240,000-word book always contains some).  ["*"]: every document.
+    term_formats: list[str] = list(WEB_FORMATS)
+    #: terms whose edge is in a script written without spaces (Han, Kana, Thai ...)
+    #: match only on dictionary word boundaries (ICU): "グロ" not inside "グローバル"
+    dense_word_boundaries: bool = True
     #: terms shorter than this are ignored (single letters in some lists match everywhere)
     min_term_chars: int = Field(3, ge=1)
     #: the same for terms in dense scripts (Han, Kana, Hangul, Thai ...): 2 characters
     min_term_chars_dense: int = Field(2, ge=1)
     #: drop a document whose distinct listed terms weigh at least this much: a term
     #: weighs 1, or ``weak_term_weight`` when it is also among the ``common_words_top_n``
-    #: words of the document's own language (uncurated lists hold ordinary words:
-    #: French "envoyer", Chinese "提示"; one of those alone is weak evidence)
+    #: words of its own language (uncurated lists hold ordinary words: French
+    #: "envoyer" send, Chinese "系統" system, "提示" hint; word frequency cannot tell
+    #: them from common swear words, so four distinct ones make one term)
     min_weight: float = Field(1.0, gt=0)
-    weak_term_weight: float = Field(0.5, ge=0, le=1)
+    weak_term_weight: float = Field(0.25, ge=0, le=1)
     #: List hygiene (uncurated lists hold ordinary words: "does", "tool", "http" ...).
     #: A term that is among the ``common_words_top_n`` most frequent words (wordfreq)
     #: of any of ``common_word_languages`` other than its own list's language, but
     #: not of its own, is a cross-language false friend and is ignored; a term among the
     #: ``own_language_top_n`` most frequent words of its own language (function
     #: words such as French "faire") is ignored too.  Terms need a letter.
+    #: (every language wordfreq has a "best" list for; lid.176 codes such as no, sr,
+    #: hr map onto wordfreq's nb and sh)
     common_word_languages: list[str] = [
-        "ar", "cs", "da", "de", "el", "en", "es", "fa", "fi", "fr", "he", "hi", "hu", "id", "it", "ja", "ko",
-        "nb", "nl", "pl", "pt", "ro", "ru", "sv", "tr", "uk", "vi", "zh"]
+        "ar", "bg", "bn", "ca", "cs", "da", "de", "el", "en", "es", "fa", "fi", "fil", "fr", "he", "hi", "hu",
+        "id", "is", "it", "ja", "ko", "lt", "lv", "mk", "ms", "nb", "nl", "pl", "pt", "ro", "ru", "sh", "sk",
+        "sl", "sv", "ta", "tr", "uk", "ur", "vi", "zh"]
     common_words_top_n: int = Field(10000, ge=0)
     own_language_top_n: int = Field(150, ge=0)
+    #: languages whose words turn up in documents of every language (technical terms,
+    #: quotations, commands): a term from another language's list that is a common
+    #: word of one of these is skipped in every document ("pipe" from the French
+    #: list in a German manual), as it is in documents of that language
+    code_switch_languages: list[str] = ["en"]
+    #: a term of a code-switching language's own list that is a common word of that
+    #: language weighs ``weak_term_weight`` in every document, not only in documents
+    #: of that language (English "dirty" quoted in a French text is no stronger
+    #: evidence than in an English one).  A common word of another language found
+    #: in a document of a third one is no quotation and keeps its full weight.
+    weak_everywhere: bool = True
+    #: a term from another language's list is skipped in a document whose language
+    #: uses the word at least as often as the list's own language does (wordfreq):
+    #: it is that language's word there ("mongol" from the Azerbaijani list in a
+    #: French page), and so in every document when English, quoted everywhere, does
+    #: ("sieve" from the French list); a romanised entry has no frequency in its
+    #: own (native-script) language
+    skip_if_more_common_here: bool = True
     #: terms never counted (a user's allowlist, like datatrove's ["グロ", "性"])
     allow_terms: list[str] = []
     toxicity: ToxicityConfig = ToxicityConfig()
+
+    @field_validator("term_formats")
+    @classmethod
+    def _formats(cls, v: list[str]) -> list[str]:
+        return check_globs(v, "term_formats")
 
 
 # ----------------------------------------------------------------------------- URL blocklist
@@ -133,41 +172,19 @@ _DENSE_RE = re.compile(
 _LETTER_RE = re.compile(r"[^\W\d_]")
 #: list folder names that are not ISO 639-1 codes (safetext's "ch" is Chinese)
 _LIST_LANG_ALIASES = {"ch": "zh"}
+_HANGUL_RE = re.compile("[\uac00-\ud7af\u1100-\u11ff]")
 
 
 @lru_cache(maxsize=4)
-def _common_words(langs: tuple[str, ...], top_n: int, own_top_n: int) -> dict[str, tuple[set[str], set[str]]]:
-    """lang -> (top ``top_n`` words, top ``own_top_n`` words), from wordfreq (once per process)."""
-    if not langs or (top_n == 0 and own_top_n == 0):
-        return {}
-    import logging
+def _frequencies(terms: tuple[str, ...], langs: tuple[str, ...], top_n: int, own_top_n: int):
+    """(term -> languages where it is common, term -> languages where it is a top
+    word, language -> script); computed once per process for a given set of lists."""
+    from filters.wordfreqs import common_languages
 
-    import wordfreq
-
-    logging.getLogger("wordfreq").setLevel(logging.ERROR)
-    out = {}
-    for lang in langs:
-        words = wordfreq.top_n_list(lang, max(top_n, own_top_n), wordlist="best")
-        out[lang] = (set(words[:top_n]), set(words[:own_top_n]))
-    wordfreq.get_frequency_list.cache_clear()  # the full lists are large; keep only ours
-    wordfreq.get_frequency_dict.cache_clear()
-    return out
-
-
-def _why_common(term: str, own: str, common: dict[str, tuple[set[str], set[str]]]) -> str | None:
-    """Why a listed term is ignored: a function word of its own language, or a
-    common word of another language that is *not* a common word of its own
-    (a false friend like "does" in a French list; "fuck" stays in the English
-    list although German and Dutch use it too)."""
-    own_top, own_func = common.get(own, (set(), set()))
-    if term in own_func:
-        return f"function word of {own}"
-    if term in own_top:
-        return None
-    for lang, (top, _) in common.items():
-        if lang != own and term in top:
-            return f"common word of {lang}"
-    return None
+    if not langs or (top_n == 0 and own_top_n == 0):  # no hygiene
+        return {}, {}, {}, {}
+    st = common_languages(terms, langs, top_n, own_top_n)
+    return st.common, st.top, st.freq, st.scripts
 
 
 def _is_word_char(ch: str) -> bool:
@@ -183,6 +200,29 @@ def _category(ch: str) -> str:
 
 
 class TermFilter:
+    """Listed terms in a document (see the module docstring and ``SafetyConfig``).
+
+    List hygiene, decided once when the lists are loaded (``ignored`` says why):
+
+    * a term among the ``own_language_top_n`` most frequent words of its list's
+      language is a function word ("faire" in the French list): ignored;
+    * a term that is a common word (``common_words_top_n``) of some other language
+      but not of its own is a false friend ("does" in the French list): ignored;
+    * a term written in another script than most of its list (romanisations such
+      as "http" or "diu" in the Chinese list, "sm" in the Japanese one) cannot be
+      judged by its list language's frequencies (they are in the native script):
+      it is ignored when it is a common word of *any* language.
+
+    At match time a term that is a common word of the *document's* language is
+    skipped when it comes from another language's list (cross-language false
+    friend) and weighs ``weak_term_weight`` when it comes from the document's own
+    language's list (an ordinary word the uncurated list also holds: French
+    "envoyer", Chinese "提示" hint, Japanese "挿入" insertion).  Terms whose edge
+    is in a script written without spaces must begin and end on a dictionary word
+    boundary (ICU), so that "グロ" does not match inside "グローバル" (global);
+    Korean terms need a boundary before them only (particles attach after).
+    """
+
     name = "safety_terms"
     stage = "safety"
     decide_with_doc = False
@@ -190,6 +230,8 @@ class TermFilter:
     def __init__(self, config: SafetyConfig | None = None, lists: dict[str, list[str]] | None = None):
         """``lists``: language -> terms (tests); else read from ``config.term_lists``."""
         import ahocorasick
+
+        from filters.wordfreqs import script_family, wordfreq_lang
 
         self.config = config or SafetyConfig()
         global_langs: set[str] = set()
@@ -207,16 +249,16 @@ class TermFilter:
                         lists.setdefault(key, []).extend(read_list(p))
         self.languages = sorted(lists)
         self._auto = ahocorasick.Automaton()
-        common = _common_words(tuple(self.config.common_word_languages), self.config.common_words_top_n,
-                               self.config.own_language_top_n)
-        self._common = {_LIST_LANG_ALIASES.get(k, k): v for k, v in common.items()}
         self.ignored: dict[str, str] = {}
         allowed = {" ".join(t.lower().split()) for t in self.config.allow_terms}
-        n = 0
+
+        # normalised entries and each list's main script
+        entries: list = []  # (term, own language, global, list name) -> (..., foreign script)
         for lang, terms in sorted(lists.items()):
             is_global = lang in global_langs
             lang = lang.rstrip("*") if is_global else lang
             own = _LIST_LANG_ALIASES.get(lang, lang)
+            norm = []
             for t in terms:
                 term = " ".join(t.lower().split())
                 dense = _DENSE_RE.search(term) is not None
@@ -224,20 +266,71 @@ class TermFilter:
                     continue
                 if not _LETTER_RE.search(term):
                     continue
-                why = _why_common(term, own, common) or ("allowed" if term in allowed else None)
-                if why:
-                    self.ignored[term] = why
-                    continue
-                # edges need a word boundary unless they are in a dense script
-                need_l = _is_word_char(term[0]) and not _DENSE_RE.match(term[0])
-                need_r = _is_word_char(term[-1]) and not _DENSE_RE.match(term[-1])
-                tags = {own, "*"} if is_global else {own}
-                if term in self._auto:
-                    _, langs, nl, nr = self._auto.get(term)
-                    self._auto.add_word(term, (term, langs | tags, nl, nr))
-                else:
-                    self._auto.add_word(term, (term, frozenset(tags), need_l, need_r))
-                    n += 1
+                norm.append(term)
+            entries += [(term, own, is_global, lang) for term in norm]
+        # a list's script is its language's (that of its most frequent words:
+        # safetext's Arabic list holds more romanised than Arabic-script entries),
+        # or without a frequency list the script of most of its entries
+        langs = tuple(sorted(set(self.config.common_word_languages) | {e[1] for e in entries}))
+        common, top, freq, scripts = _frequencies(tuple(sorted({e[0] for e in entries})), langs,
+                                            self.config.common_words_top_n, self.config.own_language_top_n)
+        main: dict[str, str | None] = {}
+        for lang in {e[3] for e in entries}:
+            own = _LIST_LANG_ALIASES.get(lang, lang)
+            main[lang] = scripts.get(wordfreq_lang(own) or "")
+            if main[lang] is None:
+                fams: dict[str | None, int] = {}
+                for e in entries:
+                    if e[3] == lang:
+                        f = script_family(e[0])
+                        fams[f] = fams.get(f, 0) + 1
+                main[lang] = max(fams, key=lambda k: (fams[k], k or "")) if fams else None
+        entries = [(t, own, g, script_family(t) != main[lang]) for t, own, g, lang in entries]
+
+        self._common = common
+        switch_langs = {x for x in (wordfreq_lang(c) for c in self.config.code_switch_languages) if x}
+        n = 0
+        for term, own, is_global, foreign in entries:
+            own_wf = wordfreq_lang(own)
+            c_in = common.get(term, frozenset())
+            why = None
+            if term in allowed:
+                why = "allowed"
+            elif foreign:
+                if c_in:
+                    why = f"romanised entry that is a common word of {min(c_in)}"
+            elif own_wf is not None and own_wf in top.get(term, ()):
+                why = f"function word of {own}"
+            elif own_wf not in c_in and c_in:
+                why = f"common word of {min(c_in)}"
+            if why:
+                self.ignored[term] = why
+                continue
+            # edges need a word boundary: a non-word neighbour, or for the scripts
+            # written without spaces a dictionary word boundary
+            dense_l = _DENSE_RE.match(term[0]) is not None
+            dense_r = _DENSE_RE.match(term[-1]) is not None and _HANGUL_RE.match(term[-1]) is None
+            need_l = _is_word_char(term[0]) and not dense_l
+            need_r = _is_word_char(term[-1]) and _DENSE_RE.match(term[-1]) is None
+            tags = {own, "*"} if is_global else {own}
+            tags_wf = {x for x in (wordfreq_lang(t) for t in tags) if x}
+            # weak wherever it counts: a common word of its own, code-switching, language
+            weak = self.config.weak_everywhere and own_wf is not None and own_wf in c_in and own_wf in switch_langs
+            fr = freq.get(term, {})
+            f_own = 0.0 if foreign or own_wf is None else fr.get(own_wf, 0.0)
+            # skipped wherever it counts from another language's list: a word of a
+            # code-switching language (English) that is not that list's language,
+            # common there or used there at least as often as in its list's language
+            switch = own_wf not in switch_langs and (bool(c_in & switch_langs) or (
+                self.config.skip_if_more_common_here and any(x in fr and fr[x] >= f_own for x in switch_langs)))
+            if term in self._auto:
+                v = self._auto.get(term)
+                self._auto.add_word(term, (term, v[1] | tags, v[2], v[3], v[4], v[5], v[6] | tags_wf, c_in,
+                                           v[8] and weak, v[9] and switch, max(v[10], f_own), fr))
+            else:
+                self._auto.add_word(term, (term, frozenset(tags), need_l, need_r, dense_l, dense_r,
+                                           frozenset(tags_wf), c_in, weak, switch, f_own, fr))
+                n += 1
         self.n_terms = n
         if n:
             self._auto.make_automaton()
@@ -245,6 +338,8 @@ class TermFilter:
     def matches(self, text: str, lang: str | None = None) -> list[tuple[int, int, str, bool]]:
         """(start, end, term, weak) of every whole-word match in ``text`` (lower-cased);
         ``weak``: the term is also an ordinary word of the document's language."""
+        from filters.wordfreqs import wordfreq_lang
+
         if not self.n_terms or not text:
             return []
         low = text.lower()
@@ -252,16 +347,23 @@ class TermFilter:
             low = re.sub(r"\s", " ", low)  # terms with spaces match across line breaks too
         scope_lang = lang if self.config.term_scope == "document_language" else None
         doc_lang = "en" if (lang or "").startswith("code:") else (lang or "")
-        doc_common = self._common.get(doc_lang, (set(), set()))[0]
+        doc_wf = wordfreq_lang(doc_lang)
+        boundaries = self.config.dense_word_boundaries
         out = []
         n = len(low)
-        for end, (term, langs, need_l, need_r) in self._auto.iter(low):
+        relative = self.config.skip_if_more_common_here
+        for end, value in self._auto.iter(low):
+            term, langs, need_l, need_r, dense_l, dense_r, langs_wf, c_in, weak, switch, f_own, fr = value
             if scope_lang is not None and scope_lang not in langs and "*" not in langs:
                 continue
+            own_lang = doc_lang in langs or (doc_wf is not None and doc_wf in langs_wf)
             # a term from another language's list that is an ordinary word of the
-            # document's language ("queue" from the French list in English text)
-            common_here = term in doc_common
-            if doc_lang not in langs and common_here:
+            # document's language ("queue" from the French list in English text),
+            # or of English, which every language quotes, or that the document's
+            # language uses at least as often as the list's language
+            common_here = doc_wf is not None and doc_wf in c_in
+            if not own_lang and (common_here or switch or (
+                    relative and doc_wf is not None and fr.get(doc_wf, 0.0) >= f_own and doc_wf in fr)):
                 continue
             start = end - len(term) + 1
             # a neighbour continues the word only if it is a word character outside
@@ -270,10 +372,23 @@ class TermFilter:
                 continue
             if need_r and end + 1 < n and _continues(low[end + 1]):
                 continue
-            out.append((start, end + 1, term, common_here))
+            if boundaries and (dense_l or dense_r) and not self._on_word_boundaries(low, start, end + 1, dense_l, dense_r):
+                continue
+            out.append((start, end + 1, term, common_here or weak))
         return out
 
+    @staticmethod
+    def _on_word_boundaries(low: str, start: int, end: int, left: bool, right: bool) -> bool:
+        from filters import textseg
+
+        a = max(0, start - 24)
+        b = min(len(low), end + 24)
+        bounds = textseg.word_boundaries(low[a:b])
+        return (not left or start - a in bounds) and (not right or end - a in bounds)
+
     def score(self, doc: dict[str, Any]) -> dict[str, float]:
+        if not in_scope(doc, ["*"], self.config.term_formats):
+            return {}
         m = self.matches(doc["text"], doc.get("lang"))
         strength: dict[str, float] = {}
         for _, _, t, weak in m:
@@ -287,6 +402,8 @@ class TermFilter:
         return None
 
     def thresholds(self, doc=None):
+        if doc is not None and not in_scope(doc, ["*"], self.config.term_formats):
+            return {}
         return {"weight": ("max", self.config.min_weight - 1e-9)}
 
 

@@ -213,6 +213,24 @@ def _icu_tokens(text: str) -> list[str]:
     return out
 
 
+def word_boundaries(text: str) -> set[int]:
+    """Offsets (code points) of the word boundaries ICU finds in ``text``: between
+    dictionary words in scripts without spaces, around words elsewhere."""
+    bi = _word_breaker()
+    bi.setText(text)
+    out = {0}
+    if max(text, default="\0") > "\uffff":  # ICU reports UTF-16 offsets
+        c = codepoints(text)
+        widths = 1 + (c > 0xFFFF).astype(np.int64)
+        cps = np.zeros(int(widths.sum()) + 1, dtype=np.int64)
+        cps[np.cumsum(widths)] = np.arange(1, len(c) + 1)
+        np.maximum.accumulate(cps, out=cps)
+        out.update(int(cps[b]) for b in bi)
+    else:
+        out.update(bi)
+    return out
+
+
 def tokens(text: str) -> list[str]:
     """Word and punctuation tokens of ``text``, whitespace dropped."""
     if not text:
@@ -368,6 +386,19 @@ def ends_with_terminal(line: str, closers: str = CLOSERS) -> bool:
 def sentence_count(text: str) -> int:
     """Number of sentences: pieces between terminal punctuation that hold a word."""
     return sum(1 for piece in _SENT_SPLIT_RE.split(text) if _HAS_WORD_RE.search(piece))
+
+
+_MARK_RE = re.compile(
+    "[" + re.escape(TERMINAL_PUNCT) + "]+[" + re.escape(CLOSERS) + r"]*(?=\s|$)"
+    "|[\u3002\uff01\uff1f\uff61\u0964\u0965\u061f\u06d4\u1362\u17d4\u104b\u0f0d]"
+)
+
+
+def sentence_mark_count(text: str) -> int:
+    """Terminal punctuation that ends a sentence: followed by white space or the
+    end of the text (so not the dots of "3.5", "a.b" or a URL), or a full stop of a
+    script that writes no space after it (。 । ؟ ...)."""
+    return len(_MARK_RE.findall(text))
 
 
 def split_paragraphs(text: str) -> list[str]:

@@ -201,16 +201,22 @@ def _decode(raw: bytes, policy: str) -> tuple[str | None, str | None]:
         return None, f"invalid_utf8 at byte {e.start}"
 
 
-def _metadata(extra: dict[str, Any], origin: str) -> dict[str, Any]:
-    """Reader fields plus ``origin`` (``file:line``, ``file@offset``, ``file#row``) and
-    ``file``/``pos``, which order records as they appear in the input."""
+def _metadata(extra: dict[str, Any], origin: str, fmt: str) -> dict[str, Any]:
+    """Reader fields plus ``origin`` (``file:line``, ``file@offset``, ``file#row``),
+    ``file``/``pos``, which order records as they appear in the input, and ``format``:
+    the input format the record came from (``warc`` | ``wet`` | ``jsonl`` | ``parquet``
+    | ``text`` | ``code``), which scopes the quality rules (``formats:`` in the config).
+    A record field named ``format`` is kept as ``record_format``."""
     m = re.match(r"^(.*?)(?:[:@#](\d+))?$", origin)
     md = {"origin": origin, "file": m.group(1), "pos": int(m.group(2) or 0)}
     for k, v in extra.items():
+        if k == "format":
+            k = "record_format"
         if isinstance(v, (str, int, float, bool)) or v is None:
             md[k] = v
         else:
             md[k] = json.loads(json.dumps(v, default=str))
+    md["format"] = fmt
     return md
 
 
@@ -251,12 +257,12 @@ def read_jsonl(path: str, source: str, src_cfg, read_cfg, origin: str) -> Iterat
             if not isinstance(obj, dict):
                 yield "dead", dead_letter_row(source, loc, f"not_a_json_object ({type(obj).__name__})", line)
                 continue
-            yield from _record_from_obj(obj, source, src_cfg, loc, line)
+            yield from _record_from_obj(obj, source, src_cfg, loc, line, "jsonl")
     if not saw_bytes:
         yield "dead", dead_letter_row(source, origin, "empty_file", b"")
 
 
-def _record_from_obj(obj: dict, source: str, src_cfg, loc: str, raw: bytes) -> Iterator[Event]:
+def _record_from_obj(obj: dict, source: str, src_cfg, loc: str, raw: bytes, fmt: str) -> Iterator[Event]:
     text = obj.get(src_cfg.text_field)
     if text is None:
         yield "dead", dead_letter_row(source, loc, f"missing_field: {src_cfg.text_field}", raw)
@@ -270,7 +276,7 @@ def _record_from_obj(obj: dict, source: str, src_cfg, loc: str, raw: bytes) -> I
     url = obj.get(src_cfg.url_field)
     extra = {k: v for k, v in obj.items() if k not in (src_cfg.text_field, src_cfg.id_field, src_cfg.url_field)}
     yield "doc", new_text_record(
-        text, source, id=str(rid), url=url if isinstance(url, str) else None, metadata=_metadata(extra, loc)
+        text, source, id=str(rid), url=url if isinstance(url, str) else None, metadata=_metadata(extra, loc, fmt)
     )
 
 
@@ -301,7 +307,7 @@ def read_parquet(path: str, source: str, src_cfg, read_cfg, origin: str) -> Iter
                 if len(raw) > read_cfg.max_record_bytes:
                     yield "dead", dead_letter_row(source, loc, f"record_too_large ({len(raw)} bytes)", raw)
                     continue
-                yield from _record_from_obj(obj, source, src_cfg, loc, raw)
+                yield from _record_from_obj(obj, source, src_cfg, loc, raw, "parquet")
     except Exception as e:  # noqa: BLE001 - a corrupt row group ends the file, not the job
         yield "dead", dead_letter_row(source, f"{origin}#{row + 1}", f"corrupt_parquet: {type(e).__name__}: {e}"[:300], None)
 
@@ -486,7 +492,9 @@ def _warc_record(rec, source: str, read_cfg, origin: str, base: int = 0) -> Iter
         yield "dead", dead_letter_row(source, loc, "record_too_large", body)
         return
     meta = {"warc_record_id": rid, "warc_date": rec.headers.get("WARC-Date")}
+    fmt = "warc"
     if rec.record_type == WarcRecordType.conversion:  # WET: already text
+        fmt = "wet"
         text, err = _decode(body, read_cfg.invalid_utf8)
         if err:
             yield "dead", dead_letter_row(source, loc, err, body)
@@ -518,7 +526,7 @@ def _warc_record(rec, source: str, read_cfg, origin: str, base: int = 0) -> Iter
             stub = {"id": rid, "source": source, "url": url, "content_hash": None}
             yield "drop", dropped_row(stub, "read", "no_text_extracted", detail={"content_type": ctype})
             return
-    yield "doc", new_text_record(text, source, id=rid, url=url, metadata=_metadata(meta, loc))
+    yield "doc", new_text_record(text, source, id=rid, url=url, metadata=_metadata(meta, loc, fmt))
 
 
 # ------------------------------------------------------------------ text/code trees
@@ -557,7 +565,8 @@ def read_text_file(path: str, source: str, src_cfg, read_cfg, origin: str, *, co
         return
     rid = make_id(source, origin, data)
     meta = {"path": origin}
-    rec = new_text_record(text, source, id=rid, url=None, metadata=_metadata(meta, origin))
+    fmt = "code" if code_lang else "text"
+    rec = new_text_record(text, source, id=rid, url=None, metadata=_metadata(meta, origin, fmt))
     if code_lang:
         rec["lang"] = f"code:{code_lang}"
         rec["lang_score"] = 1.0

@@ -149,8 +149,14 @@ def test_c4_rules():
     text = "\n".join(f"This is sentence number {i} of a good document." for i in range(6))
     assert run_filter(c4, prose(text)).reason is None
     assert run_filter(c4, prose(text + "\nLorem ipsum dolor sit amet, consectetur.")).reason == "c4:lorem_ipsum"
-    assert run_filter(c4, prose(text + "\nThe code is { return x; } here.")).reason == "c4:curly_bracket"
-    assert run_filter(c4, prose("no punctuation at all\nanother line")).reason == "c4:sentences"
+    # a curly bracket in more than a tenth of the lines (code), or in any line as C4 did
+    assert run_filter(c4, prose(text + "\nThe code is { return x; } here.")).reason == "c4:curly_bracket_line_frac"
+    c4_any = C4Rules(C4Config(max_curly_bracket_line_frac=None))
+    long_text = "\n".join([text] * 3)
+    assert run_filter(c4, prose(long_text + "\nThe code is { return x; } here.")).reason is None
+    assert run_filter(c4_any, prose(long_text + "\nThe code is { return x; } here.")).reason == "c4:curly_bracket"
+    # punctuation inside the lines but at no line end: judged (broken or shuffled text)
+    assert run_filter(c4, prose("no punctuation. at the end\nanother line")).reason == "c4:sentences"
     # Chinese sentences end with 。 and are found without spaces
     zh = "\n".join([ZH] * 3)
     assert run_filter(c4, prose(zh, "zh", "Han")).doc["scores"]["c4.sentences"] >= 5

@@ -53,7 +53,7 @@ def test_list_hygiene_uses_word_frequencies():
 def test_ordinary_words_of_the_document_language_are_weak_evidence():
     t = TermFilter(SafetyConfig(), lists={"fr": ["envoyer", "zorglub"]})
     one = run_filter(t, doc("Il faut envoyer le fichier.", lang="fr"))
-    assert one.doc["scores"]["safety_terms.weight"] == 0.5 and one.reason is None
+    assert one.doc["scores"]["safety_terms.weight"] == 0.25 and one.reason is None
     two = run_filter(t, doc("Il faut envoyer le zorglub.", lang="fr"))
     assert two.reason == "safety_terms:weight"
 
