@@ -15,13 +15,14 @@ DEMO_INPUTS ?= \
 	--input books=data/sample/books \
 	--input code=data/sample/code
 
-.PHONY: setup system-deps demo corpus test test-fast bench clean help
+.PHONY: setup system-deps demo corpus test test-fast bench clean help train-pro
 
 help:
 	@echo "make demo    set up and build the bundled sample corpus end to end"
 	@echo "make test    set up and run the test suite"
 	@echo "make corpus  build a corpus: make corpus INPUTS='--input name=GLOB ...' CORPUS=DIR"
 	@echo "make bench   run the benchmarks (prints tables)"
+	@echo "make train-pro [PRESET=auto|cpu|nano-1|...|depth:N] [STEPS=N] [TRAIN_ARGS=...]  train (resumes if interrupted)"
 
 setup: $(STAMP)
 
@@ -50,6 +51,11 @@ corpus: setup
 
 test: setup
 	$(VPY) -m pytest -q tests
+
+# Picks the preset that fits the hardware (PRESET=auto) and says so; rerun to resume.
+PRESET ?= auto
+train-pro: setup
+	$(VPY) -m train --preset $(PRESET) $(if $(STEPS),--steps $(STEPS)) $(TRAIN_ARGS)
 
 bench: setup
 	$(VPY) bench/run_all.py

@@ -14,7 +14,6 @@ import os
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
 
 import json
-import os
 import random
 import signal
 import subprocess
