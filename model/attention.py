@@ -34,12 +34,15 @@ def doc_causal_mask(segment_ids: jax.Array) -> jax.Array:
 
 
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Array, *,
-              impl: str = "xla", chunk: int = 512) -> jax.Array:
+              impl: str = "xla", chunk: int = 512, mask: jax.Array | None = None) -> jax.Array:
+    """``mask``: ``doc_causal_mask(segment_ids)`` when the caller already has it (the
+    model builds it once for all layers)."""
     if impl == "chunked":
         return chunked_attention(q, k, v, segment_ids, chunk=chunk)
     if impl not in ("xla", "cudnn"):
         raise ValueError(f"unknown attention implementation {impl!r}")
-    mask = doc_causal_mask(segment_ids)
+    if mask is None:
+        mask = doc_causal_mask(segment_ids)
     return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=impl)
 
 

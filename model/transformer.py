@@ -21,7 +21,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from model.attention import attention
+from model.attention import attention, doc_causal_mask
 from model.config import ModelConfig
 
 Shard = Callable[[jax.Array, tuple], jax.Array]
@@ -91,12 +91,16 @@ def rms_norm(x: jax.Array, scale: jax.Array, eps: float) -> jax.Array:
     return (y * scale.astype(jnp.float32)).astype(x.dtype)
 
 
-def rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
-    """Rotary embedding (rotate-half form) at per-token ``positions`` [B, T] (reset per document)."""
-    h = x.shape[-1]
-    freqs = theta ** (-jnp.arange(0, h, 2, dtype=jnp.float32) / h)
-    ang = positions.astype(jnp.float32)[:, :, None] * freqs               # [B, T, H/2]
-    sin, cos = jnp.sin(ang)[:, :, None, :], jnp.cos(ang)[:, :, None, :]
+def rope_tables(positions: jax.Array, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
+    """sin, cos [B, T, 1, head_dim/2] for per-token ``positions`` [B, T] (reset per
+    document); computed once per forward pass, shared by every layer."""
+    freqs = theta ** (-jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim)
+    ang = positions.astype(jnp.float32)[:, :, None, None] * freqs
+    return jnp.sin(ang), jnp.cos(ang)
+
+
+def rope(x: jax.Array, sin: jax.Array, cos: jax.Array) -> jax.Array:
+    """Rotary embedding, rotate-half form, applied in float32."""
     x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
     return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
 
@@ -112,25 +116,28 @@ def resolve_attention(cfg: ModelConfig, seq_len: int, dtype) -> str:
     return "xla"
 
 
-def block(cfg: ModelConfig, p: dict, x: jax.Array, segment_ids: jax.Array, positions: jax.Array,
-          attn_impl: str, shard: Shard) -> jax.Array:
+def block(cfg: ModelConfig, p: dict, x: jax.Array, segment_ids: jax.Array, rope_sc: tuple[jax.Array, jax.Array],
+          mask: jax.Array | None, attn_impl: str, shard: Shard) -> jax.Array:
+    """One layer on the flattened tokens ``x`` [B·T, D].  Projections are plain 2-D
+    matmuls over all tokens (on CPU that is ~1.4x faster than [B, T, D] einsums, whose
+    backward passes XLA lays out with extra transposes); only attention sees [B, T, ...]."""
+    b, t = segment_ids.shape
     h = rms_norm(x, p["attn_norm"], cfg.norm_eps)
-    q = jnp.einsum("btd,dnh->btnh", h, p["wq"])
-    k = jnp.einsum("btd,dkh->btkh", h, p["wk"])
-    v = jnp.einsum("btd,dkh->btkh", h, p["wv"])
-    q = shard(rope(q, positions, cfg.rope_theta), ("batch", "seq", "act_heads", None))
-    k = shard(rope(k, positions, cfg.rope_theta), ("batch", "seq", "act_kv_heads", None))
+    q = jnp.einsum("sd,dnh->snh", h, p["wq"]).reshape(b, t, cfg.n_heads, cfg.head_dim)
+    k = jnp.einsum("sd,dkh->skh", h, p["wk"]).reshape(b, t, cfg.n_kv_heads, cfg.head_dim)
+    v = jnp.einsum("sd,dkh->skh", h, p["wv"]).reshape(b, t, cfg.n_kv_heads, cfg.head_dim)
+    q = shard(rope(q, *rope_sc), ("batch", "seq", "act_heads", None))
+    k = shard(rope(k, *rope_sc), ("batch", "seq", "act_kv_heads", None))
     v = shard(v, ("batch", "seq", "act_kv_heads", None))
-    a = attention(q, k, v, segment_ids, impl=attn_impl, chunk=cfg.attention_chunk)
-    x = x + jnp.einsum("btnh,nhd->btd", a, p["wo"])
-    x = shard(x, ("batch", "seq", "act_embed"))
+    a = attention(q, k, v, segment_ids, impl=attn_impl, chunk=cfg.attention_chunk, mask=mask)
+    x = x + jnp.einsum("snh,nhd->sd", a.reshape(b * t, cfg.n_heads, cfg.head_dim), p["wo"])
+    x = shard(x, ("batch", "act_embed"))
 
     h = rms_norm(x, p["mlp_norm"], cfg.norm_eps)
     act = jax.nn.silu if cfg.activation == "silu" else jax.nn.gelu
-    g = act(jnp.einsum("btd,df->btf", h, p["w_gate"])) * jnp.einsum("btd,df->btf", h, p["w_up"])
-    g = shard(g, ("batch", "seq", "act_mlp"))
-    x = x + jnp.einsum("btf,fd->btd", g, p["w_down"])
-    return shard(x, ("batch", "seq", "act_embed"))
+    g = act(h @ p["w_gate"]) * (h @ p["w_up"])
+    g = shard(g, ("batch", "act_mlp"))
+    return shard(x + g @ p["w_down"], ("batch", "act_embed"))
 
 
 def forward(params: dict, cfg: ModelConfig, tokens: jax.Array, segment_ids: jax.Array, positions: jax.Array, *,
@@ -139,12 +146,15 @@ def forward(params: dict, cfg: ModelConfig, tokens: jax.Array, segment_ids: jax.
     """Logits [B, T, V] in float32 (or the final normed hidden states [B, T, D] with
     ``return_hidden``).  Params stay in their (master) dtype and are cast to
     ``compute_dtype`` here, so bf16 compute keeps fp32 master weights."""
-    impl = attn_impl or resolve_attention(cfg, tokens.shape[1], compute_dtype)
+    b, t = tokens.shape
+    impl = attn_impl or resolve_attention(cfg, t, compute_dtype)
     p = jax.tree.map(lambda w: w.astype(compute_dtype), params)
-    x = shard(jnp.take(p["embed"], tokens, axis=0), ("batch", "seq", "act_embed"))
+    x = shard(jnp.take(p["embed"], tokens.reshape(b * t), axis=0), ("batch", "act_embed"))     # [B·T, D]
+    rope_sc = rope_tables(positions, cfg.head_dim, cfg.rope_theta)
+    mask = doc_causal_mask(segment_ids) if impl in ("xla", "cudnn") else None    # [B, 1, T, T], once
 
     def layer(x, lp):
-        return block(cfg, lp, x, segment_ids, positions, impl, shard), None
+        return block(cfg, lp, x, segment_ids, rope_sc, mask, impl, shard), None
 
     if cfg.remat == "full":
         layer = jax.checkpoint(layer)
@@ -159,15 +169,15 @@ def forward(params: dict, cfg: ModelConfig, tokens: jax.Array, segment_ids: jax.
 
     x = rms_norm(x, p["final_norm"], cfg.norm_eps)
     if return_hidden:
-        return x
-    return head(p, cfg, x, shard)
+        return x.reshape(b, t, -1)
+    return head(p, cfg, x, shard).reshape(b, t, -1)
 
 
 def head(p: dict, cfg: ModelConfig, x: jax.Array, shard: Shard = no_shard) -> jax.Array:
-    """Output projection to float32 logits (``p`` already in the compute dtype)."""
+    """Output projection of tokens [S, D] to float32 logits [S, V] (``p`` in the compute dtype)."""
     w = p["embed"] if cfg.tie_embeddings else p["lm_head"]
-    eq = "btd,vd->btv" if cfg.tie_embeddings else "btd,dv->btv"
-    return shard(jnp.einsum(eq, x, w.astype(x.dtype), preferred_element_type=jnp.float32), ("batch", "seq", "act_vocab"))
+    eq = "sd,vd->sv" if cfg.tie_embeddings else "sd,dv->sv"
+    return shard(jnp.einsum(eq, x, w.astype(x.dtype), preferred_element_type=jnp.float32), ("batch", "act_vocab"))
 
 
 def token_nll(logits: jax.Array, targets: jax.Array) -> jax.Array:
@@ -197,8 +207,8 @@ def sequence_nll(params: dict, cfg: ModelConfig, tokens: jax.Array, segment_ids:
 
     @jax.checkpoint
     def chunk(_, xt):
-        xc, tc = xt
-        return None, token_nll(head(p, cfg, xc, shard), tc)
+        xc, tc = xt                                                   # [B, c, D], [B, c]
+        return None, token_nll(head(p, cfg, xc.reshape(b * c, -1), shard), tc.reshape(b * c)).reshape(b, c)
 
     _, nll = jax.lax.scan(chunk, None, (xs, ts))
     return nll.swapaxes(0, 1).reshape(b, t)

@@ -155,3 +155,35 @@ def test_build_source_and_the_mixture_seam(tmp_path):
         with pytest.raises(DataError, match="mixture loader"):
             build_source("mixture", batch_size=2, seq_len=16, seed=0, split="train", vocab_size=257,
                          options={"config": "x.yaml"})
+
+
+def test_probes_measure_what_they_claim():
+    """The probe arithmetic, checked with oracle models (no JAX)."""
+    from train.probes import kv_retrieval, nll_by_position
+    vocab = 128
+
+    def oracle_logits(tokens, seg, pos):          # a model that retrieves perfectly
+        out = np.zeros(tokens.shape + (vocab,), np.float32)
+        for r, row in enumerate(tokens):
+            for i in range(1, len(row)):
+                if row[i - 1] == 3:                                  # QUERY k -> the token after k's first use
+                    out[r, i, row[list(row).index(row[i]) + 1]] = 1.0
+        return out
+
+    def confused_logits(tokens, seg, pos):        # always answers with the first pair's value
+        out = np.zeros(tokens.shape + (vocab,), np.float32)
+        out[np.arange(len(tokens)), :, tokens[:, 2]] = 1.0
+        return out
+
+    good = kv_retrieval(oracle_logits, vocab, [32, 64], pairs=4, trials=16)
+    assert good["lengths"] == [32, 64] and good["accuracy"] == [1.0, 1.0]
+    bad = kv_retrieval(confused_logits, vocab, [32, 64], pairs=4, trials=64)
+    assert all(0.1 < a < 0.45 for a in bad["accuracy"])          # right only when key 1 is asked (~1/4)
+    assert kv_retrieval(oracle_logits, vocab, [8], pairs=4)["lengths"] == []   # too short for 4 pairs
+
+    src = SyntheticSource(4, 64, vocab_size=vocab, seed=0)
+    batches = [src.next_batch() for _ in range(2)]
+    rec = nll_by_position(lambda b: b["positions"].astype(np.float32), batches, 64)
+    assert rec["bucket_start"][:4] == [0, 1, 2, 4] and rec["bucket_end"][:4] == [1, 2, 4, 8]
+    assert rec["nll"][:3] == [0.0, 1.0, 2.5]                        # mean position inside each bucket
+    assert sum(rec["count"]) == int(sum(b["loss_mask"].sum() for b in batches))

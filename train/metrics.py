@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from typing import Any
 
@@ -64,7 +65,8 @@ class MetricsLog:
     def __init__(self, run_dir: str, resume_step: int | None, tensorboard: bool = True):
         os.makedirs(run_dir, exist_ok=True)
         self.path = os.path.join(run_dir, "metrics.jsonl")
-        keep = [r for r in read_jsonl(self.path) if resume_step is not None and r.get("kind") != "run"
+        # keep the training record up to the checkpoint; probes and run events are redone
+        keep = [r for r in read_jsonl(self.path) if r.get("kind") in ("train", "eval")
                 and r.get("step", 0) <= resume_step] if resume_step is not None else []
         tmp = self.path + ".tmp"
         with open(tmp, "w", encoding="utf-8") as f:
@@ -73,10 +75,13 @@ class MetricsLog:
         os.replace(tmp, self.path)
         self.f = open(self.path, "a", encoding="utf-8")
         self.tb = None
+        tb_dir = os.path.join(run_dir, "tb")
+        if resume_step is None and os.path.isdir(tb_dir):
+            shutil.rmtree(tb_dir)                     # a fresh start: no stale curves
         if tensorboard:
             from tensorboardX import SummaryWriter
             # purge_step hides events a crashed run wrote after the checkpoint we resume from
-            self.tb = SummaryWriter(os.path.join(run_dir, "tb"),
+            self.tb = SummaryWriter(tb_dir,
                                     purge_step=(resume_step + 1) if resume_step is not None else None)
 
     def write(self, record: dict[str, Any]) -> None:

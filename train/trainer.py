@@ -285,10 +285,11 @@ class Trainer:
             h.on_start(self)
 
         self._eval_fn = self._make_eval()
+        compiled = self.compile_step() if start < cfg.steps else None
         if start == 0 and cfg.eval.batches:
             self.evaluate(0)
         if start < cfg.steps:
-            self._train_loop(start, peak_total)
+            self._train_loop(start, peak_total, compiled)
         self.checkpointer.wait()
         final = int(self.state["step"])
         if cfg.probes.enabled:
@@ -304,14 +305,34 @@ class Trainer:
         say(f"done: report {os.path.join(self.run_dir, 'report.md')}, metrics {self.log.path}")
         return summary
 
-    def _train_loop(self, start: int, peak: float) -> None:
+    def compile_step(self):
+        """Compile the train step ahead of time (from shapes only).  If cuDNN flash
+        attention (picked by ``attention: auto`` on GPUs) refuses this shape or version,
+        fall back to the XLA / chunked path instead of failing the run."""
         cfg = self.cfg
-        step_fn, batch_sh = self._make_step()
+        abstract_batch = {k: jax.ShapeDtypeStruct((cfg.batch_size, cfg.seq_len), dt, sharding=self.batch_sharding)
+                          for k, dt in (("inputs", jnp.int32), ("targets", jnp.int32), ("segment_ids", jnp.int32),
+                                        ("positions", jnp.int32), ("loss_mask", jnp.float32),
+                                        ("source_ids", jnp.int32))}
+        t0 = time.perf_counter()
+        try:
+            compiled = self._make_step()[0].lower(self.state, abstract_batch).compile()
+        except Exception as e:
+            if self.attn_impl != "cudnn" or self.model_cfg.attention != "auto":
+                raise
+            self.attn_impl = "chunked" if cfg.seq_len > 4096 else "xla"
+            say(f"cuDNN attention unavailable here ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                f"using the {self.attn_impl} attention path")
+            self._eval_fn = self._make_eval()
+            compiled = self._make_step()[0].lower(self.state, abstract_batch).compile()
+        say(f"compiled the train step in {time.perf_counter() - t0:.1f}s")
+        return compiled
+
+    def _train_loop(self, start: int, peak: float, compiled) -> None:
+        cfg = self.cfg
         first = self._with_sources(self.train_source.next_batch())
         validate_batch(first, cfg.batch_size, cfg.seq_len, self.model_cfg.vocab_size)
-        t0 = time.perf_counter()
-        compiled = step_fn.lower(self.state, put_batch(first, self.batch_sharding)).compile()
-        say(f"compiled the train step in {time.perf_counter() - t0:.1f}s; training steps {start + 1}..{cfg.steps}")
+        say(f"training steps {start + 1}..{cfg.steps}")
         tokens_per_step = cfg.batch_size * cfg.seq_len
         pending: list[tuple[int, Any]] = []
         last_t = [time.perf_counter()]
