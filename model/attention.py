@@ -33,14 +33,19 @@ def doc_causal_mask(segment_ids: jax.Array) -> jax.Array:
     return (same & causal)[:, None, :, :]
 
 
-def attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Array, *,
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Array | None, *,
               impl: str = "xla", chunk: int = 512, mask: jax.Array | None = None) -> jax.Array:
-    """``mask``: ``doc_causal_mask(segment_ids)`` when the caller already has it (the
-    model builds it once for all layers)."""
+    """``segment_ids=None``: plain causal attention (one document per row).  ``mask``:
+    ``doc_causal_mask(segment_ids)`` when the caller already has it (the model builds it
+    once for all layers)."""
     if impl == "chunked":
+        if segment_ids is None:
+            segment_ids = jnp.ones(q.shape[:2], jnp.int32)
         return chunked_attention(q, k, v, segment_ids, chunk=chunk)
     if impl not in ("xla", "cudnn"):
         raise ValueError(f"unknown attention implementation {impl!r}")
+    if segment_ids is None:
+        return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=impl)
     if mask is None:
         mask = doc_causal_mask(segment_ids)
     return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=impl)

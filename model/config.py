@@ -62,6 +62,10 @@ class ModelConfig(BaseModel):
     #: auto: cuDNN flash on GPU, the chunked memory-efficient path for long sequences, else XLA
     attention: Literal["auto", "xla", "cudnn", "chunked"] = "auto"
     attention_chunk: int = Field(512, gt=0)            # block size of the chunked path
+    #: mask attention at document boundaries (segment_ids).  false = plain causal attention,
+    #: correct only when every row holds a single document (unpacked long documents,
+    #: benchmarks); it lets cuDNN run its causal flash kernel without a mask tensor
+    document_mask: bool = True
     #: rematerialisation of each layer in the backward pass
     remat: Literal["none", "full", "dots"] = "none"
     scan_layers: bool = True                            # lax.scan over the stacked layers

@@ -129,7 +129,8 @@ def block(cfg: ModelConfig, p: dict, x: jax.Array, segment_ids: jax.Array, rope_
     q = shard(rope(q, *rope_sc), ("batch", "seq", "act_heads", None))
     k = shard(rope(k, *rope_sc), ("batch", "seq", "act_kv_heads", None))
     v = shard(v, ("batch", "seq", "act_kv_heads", None))
-    a = attention(q, k, v, segment_ids, impl=attn_impl, chunk=cfg.attention_chunk, mask=mask)
+    a = attention(q, k, v, segment_ids if cfg.document_mask else None, impl=attn_impl, chunk=cfg.attention_chunk,
+                  mask=mask)
     x = x + jnp.einsum("snh,nhd->sd", a.reshape(b * t, cfg.n_heads, cfg.head_dim), p["wo"])
     x = shard(x, ("batch", "act_embed"))
 
@@ -151,7 +152,8 @@ def forward(params: dict, cfg: ModelConfig, tokens: jax.Array, segment_ids: jax.
     p = jax.tree.map(lambda w: w.astype(compute_dtype), params)
     x = shard(jnp.take(p["embed"], tokens.reshape(b * t), axis=0), ("batch", "act_embed"))     # [B·T, D]
     rope_sc = rope_tables(positions, cfg.head_dim, cfg.rope_theta)
-    mask = doc_causal_mask(segment_ids) if impl in ("xla", "cudnn") else None    # [B, 1, T, T], once
+    dense = impl in ("xla", "cudnn") and cfg.document_mask
+    mask = doc_causal_mask(segment_ids) if dense else None                        # [B, 1, T, T], once
 
     def layer(x, lp):
         return block(cfg, lp, x, segment_ids, rope_sc, mask, impl, shard), None

@@ -17,7 +17,7 @@ from model.config import (ConfigError, ModelConfig, count_params, flops_per_toke
                           matmul_params)
 from model.transformer import forward as _forward
 from model.transformer import init_params as _init_params
-from model.transformer import param_axes, param_shapes, sequence_nll, token_nll
+from model.transformer import param_axes, param_shapes, sequence_nll
 
 # Everything runs jitted: eager dispatch compiles op by op and is far slower on CPU.
 
@@ -144,6 +144,10 @@ def test_document_masking_isolates_packed_documents(tiny):
     packed = forward(params, cfg, tokens, seg, pos)
     alone = forward(params, cfg, tokens[:, 16:36], jnp.ones((2, 20), jnp.int32), pos[:, 16:36])
     np.testing.assert_allclose(np.asarray(packed[:, 16:36]), np.asarray(alone), atol=2e-5)
+    # plain causal attention (document_mask: false) is the same thing for a one-document row
+    causal = forward(params, cfg.model_copy(update={"document_mask": False}), tokens[:, 16:36],
+                     jnp.ones((2, 20), jnp.int32), pos[:, 16:36])
+    np.testing.assert_allclose(np.asarray(causal), np.asarray(alone), atol=2e-5)
     # without the boundary (one segment) the second document sees the first: outputs change
     joined = forward(params, cfg, tokens, jnp.ones_like(seg), pos)
     assert float(jnp.abs(joined[:, 16:36] - packed[:, 16:36]).max()) > 1e-4

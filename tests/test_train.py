@@ -13,7 +13,6 @@ import os
 # rounding, and every pair of runs that is compared bitwise uses the same flags).
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
 
-import json
 import random
 import signal
 import subprocess
@@ -23,7 +22,7 @@ import time
 import numpy as np
 import pytest
 
-from model.config import ConfigError, load_preset
+from model.config import ConfigError
 from train.config import OptimConfig, resolve
 from train.metrics import read_jsonl
 
@@ -196,3 +195,15 @@ def test_token_file_training_with_gradient_accumulation(tmp_path):
     evals = [r for r in read_jsonl(str(tmp_path / "run" / "metrics.jsonl")) if r.get("kind") == "eval"]
     assert evals[0]["step"] == 0 and evals[-1]["step"] == 25
     assert evals[-1]["loss"] < evals[0]["loss"] - 1.0, evals            # bytes: unigram stats are learnt fast
+
+
+def test_cudnn_attention_falls_back_when_unavailable(tmp_path, capsys):
+    """``attention: auto`` picks cuDNN on GPUs; where cuDNN refuses (here: no GPU at all)
+    the trainer compiles the XLA path instead of failing."""
+    from train.trainer import Trainer
+    cfg, model, _, _ = resolve(None, [f"run_dir={tmp_path}", "log.tensorboard=false"], {"preset": "tiny"})
+    t = Trainer(cfg, model)
+    t.init_or_restore()
+    t.attn_impl = "cudnn"                      # what resolve_attention returns on a GPU in bf16
+    assert t.compile_step() is not None and t.attn_impl == "xla"
+    assert "cuDNN attention unavailable" in capsys.readouterr().out

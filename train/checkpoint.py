@@ -39,6 +39,12 @@ class Checkpointer:
                                                          data=ocp.args.JsonSave(data_state),
                                                          meta=ocp.args.JsonSave(meta)), force=True)
 
+    def read_json(self, step: int) -> tuple[dict, dict]:
+        """(data, meta) of a checkpoint, without touching the (large) state."""
+        out = self.manager.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore(),
+                                                                  meta=ocp.args.JsonRestore()))
+        return out["data"], out["meta"]
+
     def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict, dict]:
         """``abstract_state``: a tree of jax.ShapeDtypeStruct with the target shardings."""
         out = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),

@@ -272,7 +272,11 @@ class TokenFileSource:
             raise DataError(f"{path}: {len(self.tokens)} tokens is less than one window of {seq_len + 1}")
         self.path, self.batch_size, self.seq_len, self.eos_id = path, batch_size, seq_len, eos_id
         self.seed, self.shuffle = seed, shuffle
-        self.vocab_size = vocab_size or int(self.tokens.max()) + 1
+        top = int(self.tokens.max())                     # one streaming pass over the memory map
+        if vocab_size is not None and top >= vocab_size:
+            raise DataError(f"{path}: token ids go up to {top} but the model's vocab_size is {vocab_size} "
+                            f"(set model.vocab_size={top + 1} or more)")
+        self.vocab_size = vocab_size or top + 1
         self.source_names = [source_name or os.path.splitext(os.path.basename(path))[0]]
         head = np.asarray(self.tokens[:4096]).tobytes() + np.asarray(self.tokens[-4096:]).tobytes()
         self.fingerprint = _fingerprint({"kind": "tokens", "n": len(self.tokens), "dtype": str(self.tokens.dtype),

@@ -153,7 +153,7 @@ class Trainer:
         if latest is None:
             self.state = jax.jit(self._init_state, out_shardings=self.state_sharding)(jax.random.PRNGKey(self.cfg.seed))
             return 0
-        self.state, data_state, meta = self.checkpointer.restore(latest, self.abstract_state)
+        data_state, meta = self.checkpointer.read_json(latest)        # check before loading the state
         if meta.get("config_fingerprint") != self.cfg.fingerprint():
             raise ConfigError(f"{self.run_dir} holds a run with a different config (fingerprint "
                               f"{meta.get('config_fingerprint')} != {self.cfg.fingerprint()}); use --fresh or another --run-dir")
@@ -164,6 +164,7 @@ class Trainer:
         if saved["fingerprint"] != self.train_source.fingerprint:
             raise DataError(f"{self.run_dir}: the data source changed since the checkpoint (fingerprint "
                             f"{saved['fingerprint']} != {self.train_source.fingerprint}); use --fresh to restart")
+        self.state = self.checkpointer.restore(latest, self.abstract_state)[0]
         self.train_source.set_state(saved["state"])
         return int(latest)
 
@@ -279,7 +280,9 @@ class Trainer:
                   jax.tree_util.tree_leaves_with_path(self.state_sharding["params"])}
         self.log.write({"kind": "run", "event": "resume" if start else "start", "step": start,
                         "time": time.time(), "header": header, "param_layout": layout})
-        if start:
+        if start >= cfg.steps:
+            say(f"training is complete (checkpoint step {start}); redoing the probes, plots and report")
+        elif start:
             say(f"resumed from checkpoint step {start}")
         for h in self.hooks:
             h.on_start(self)
