@@ -19,6 +19,8 @@ Three implementations, one contract:
 """
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 
@@ -53,6 +55,15 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Array |
 
 def chunked_attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Array, *,
                       chunk: int = 512) -> jax.Array:
+    # The whole computation is rematerialised in the backward pass (as flash attention's
+    # backward recomputes the scores): only q, k, v, segment_ids are kept.  Without this
+    # outer checkpoint, differentiating it inside the scan over layers stores per-block
+    # residuals and memory grows ~T^2 again.
+    return _chunked(q, k, v, segment_ids, chunk)
+
+
+@partial(jax.checkpoint, static_argnums=(4,))
+def _chunked(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Array, chunk: int) -> jax.Array:
     b, t, n, h = q.shape
     kh = k.shape[2]
     g = n // kh

@@ -109,7 +109,9 @@ def resolve_attention(cfg: ModelConfig, seq_len: int, dtype) -> str:
     """The implementation ``attention: auto`` picks for this backend, length and dtype."""
     if cfg.attention != "auto":
         return cfg.attention
-    if jax.default_backend() == "gpu" and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16) and cfg.head_dim <= 128:
+    gpu_ok = jax.default_backend() == "gpu" and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16) and cfg.head_dim <= 128
+    # cuDNN takes the document mask as a dense [B, 1, T, T] bias: fine up to 8k tokens
+    if gpu_ok and (not cfg.document_mask or seq_len <= 8192):
         return "cudnn"
     if seq_len > 4096 and seq_len % cfg.attention_chunk == 0:
         return "chunked"       # the T x T scores of the dense path no longer fit comfortably

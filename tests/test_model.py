@@ -197,3 +197,19 @@ def test_unrolled_layers_and_remat_give_the_same_loss(tiny):
         l, g = loss(cfg.model_copy(update=upd))
         assert abs(float(l) - float(ref_l)) < 1e-5, upd
         jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5), g, ref_g)
+
+
+def test_chunked_attention_memory_grows_linearly_inside_the_layer_scan():
+    """The long-context path: training-step temporaries grow ~T (dense attention: ~T^2)."""
+    cfg = small(attention_chunk=256, max_seq_len=8192)
+    params = jax.eval_shape(lambda k: _init_params(cfg, k), jax.random.key(0))
+
+    def temp_mb(t, impl):
+        s = jax.ShapeDtypeStruct((1, t), jnp.int32)
+        f = jax.jit(jax.grad(lambda p, x: sequence_nll(p, cfg, x, x, x, x, attn_impl=impl).sum()))
+        return f.lower(params, s).compile().memory_analysis().temp_size_in_bytes / 2 ** 20
+
+    c2, c4 = temp_mb(2048, "chunked"), temp_mb(4096, "chunked")
+    d4 = temp_mb(4096, "xla")
+    assert c4 / c2 < 2.5, (c2, c4)
+    assert c4 < d4 / 4, (c4, d4)
