@@ -197,6 +197,14 @@ def main() -> int:
         fl = step_flops / dt
         rows.append((name, dt, batch * seq / dt, fl, fl / peak if peak else float("nan")))
 
+    stats = {}
+    try:
+        stats = dev.memory_stats() or {}
+    except Exception:  # not every backend reports memory
+        pass
+    if stats.get("peak_bytes_in_use"):
+        print(f"\npeak device memory in use: {stats['peak_bytes_in_use'] / 2 ** 30:.1f} GiB"
+              + (f" of {stats['bytes_limit'] / 2 ** 30:.1f} GiB" if stats.get("bytes_limit") else ""))
     print(f"\nMFU against {how}: {peak / 1e12:.3f} TFLOP/s\n")
     print(f"| {'what':44s} | {'ms/step':>8s} | {'tokens/s':>10s} | {'TFLOP/s':>8s} | {'MFU':>6s} |")
     print(f"|{'-' * 46}|{'-' * 10}:|{'-' * 12}:|{'-' * 10}:|{'-' * 8}:|")

@@ -13,6 +13,7 @@ import os
 # rounding, and every pair of runs that is compared bitwise uses the same flags).
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
 
+import json
 import random
 import signal
 import subprocess
@@ -125,6 +126,8 @@ def test_loss_decreases_and_outputs_are_written(reference):
     assert nll["bucket_start"][0] == 0 and sum(nll["count"]) > 0 and all(np.isfinite(nll["nll"]))
     kv = next(r for r in recs if r.get("kind") == "probe_kv")
     assert kv["lengths"] == [32, 64, 128] and all(0 <= a <= 1 for a in kv["accuracy"])
+    summary = json.load(open(os.path.join(run_dir, "summary.json")))
+    assert summary["final_step"] == 20 and summary["eval"]["loss"] == evals[-1]["loss"]
     for f in ("report.md", "plots/training.png", "plots/nll_by_position.png", "plots/kv_retrieval.png"):
         assert os.path.getsize(os.path.join(run_dir, f)) > 0, f
     assert any(n.startswith("events.out.tfevents") for n in os.listdir(os.path.join(run_dir, "tb")))

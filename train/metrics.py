@@ -216,3 +216,24 @@ def summarize(run_dir: str, header: list[str]) -> str:
     with open(os.path.join(run_dir, "report.md"), "w", encoding="utf-8") as f:
         f.write(text)
     return text
+
+
+def run_summary(run_dir: str, final_step: int, config_fingerprint: str) -> dict:
+    """summary.json: the numbers a sweep (issue 10) reads back from a finished run."""
+    recs = read_jsonl(os.path.join(run_dir, "metrics.jsonl"))
+    train = [r for r in recs if r.get("kind") == "train"]
+    evals = [r for r in recs if r.get("kind") == "eval"]
+    timed = [r for r in train if r.get("tokens_per_s")]
+    out = {"final_step": final_step, "config_fingerprint": config_fingerprint,
+           "train_loss": train[-1]["loss"] if train else None,
+           "eval": {k: v for k, v in evals[-1].items() if k.startswith("loss")} if evals else {},
+           "median_tokens_per_s": float(np.median([r["tokens_per_s"] for r in timed])) if timed else None,
+           "median_mfu": float(np.median([r["mfu"] for r in timed if r.get("mfu") is not None]))
+           if any(r.get("mfu") is not None for r in timed) else None}
+    for kind in ("probe_nll", "probe_kv"):
+        last = [r for r in recs if r.get("kind") == kind][-1:]
+        if last:
+            out[kind] = {k: v for k, v in last[0].items() if k != "kind"}
+    with open(os.path.join(run_dir, "summary.json"), "w", encoding="utf-8") as f:
+        json.dump(out, f, indent=1)
+    return out

@@ -33,7 +33,7 @@ from train import probes
 from train.checkpoint import Checkpointer, abstract_like
 from train.config import OptimConfig, TrainConfig
 from train.data import BatchSource, DataError, SyntheticSource, build_source, validate_batch
-from train.metrics import MetricsLog, peak_flops_per_device, plot_run, summarize
+from train.metrics import MetricsLog, peak_flops_per_device, plot_run, run_summary, summarize
 from train.sharding import (batch_sharding, make_mesh, make_rules, make_shard_fn, put_batch, replicated,
                             tree_shardings)
 
@@ -297,10 +297,10 @@ class Trainer:
         final = int(self.state["step"])
         if cfg.probes.enabled:
             self.run_probes(final)
-        summary = {"final_step": final}
         if cfg.log.plots:
             plot_run(self.run_dir)
         summarize(self.run_dir, header)
+        summary = run_summary(self.run_dir, final, cfg.fingerprint())
         for h in self.hooks:
             h.on_end(self)
         self.log.close()
@@ -445,7 +445,7 @@ class Trainer:
 
 def fresh_run_dir(run_dir: str) -> None:
     """--fresh: forget checkpoints and metrics of a previous run in this directory."""
-    for name in ("checkpoints", "metrics.jsonl", "tb", "plots", "report.md"):
+    for name in ("checkpoints", "metrics.jsonl", "tb", "plots", "report.md", "summary.json"):
         p = os.path.join(run_dir, name)
         if os.path.isdir(p):
             shutil.rmtree(p)
