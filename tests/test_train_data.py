@@ -111,7 +111,7 @@ def test_token_file_errors(tmp_path):
     with pytest.raises(DataError, match="not found"):
         TokenFileSource(str(tmp_path / "nope.npy"), 2, 8, eos_id=0)
     np.save(tmp_path / "short.npy", np.arange(5))
-    with pytest.raises(DataError, match="less than one window"):
+    with pytest.raises(DataError, match="0 windows"):
         TokenFileSource(str(tmp_path / "short.npy"), 2, 8, eos_id=0)
     np.save(tmp_path / "2d.npy", np.zeros((4, 4), np.int32))
     with pytest.raises(DataError, match="1-D integer"):
@@ -187,3 +187,14 @@ def test_probes_measure_what_they_claim():
     assert rec["bucket_start"][:4] == [0, 1, 2, 4] and rec["bucket_end"][:4] == [1, 2, 4, 8]
     assert rec["nll"][:3] == [0.0, 1.0, 2.5]                        # mean position inside each bucket
     assert sum(rec["count"]) == int(sum(b["loss_mask"].sum() for b in batches))
+
+
+def test_token_file_holds_out_validation_windows(token_file):
+    path, tokens = token_file
+    kw = dict(batch_size=2, seq_len=16, seed=0, vocab_size=100, options={"path": path, "eos_id": 99, "holdout": 0.2})
+    train = build_source("tokens", split="train", **kw)
+    val = build_source("tokens", split="validation", **kw)
+    assert train.n_windows + val.n_windows == (len(tokens) - 1) // 16 and val.n_windows >= 1
+    seen = lambda src, n: {tuple(r) for _ in range(n) for r in src.next_batch()["inputs"]}
+    assert not seen(train, train.n_windows) & seen(val, val.n_windows)        # disjoint windows
+    assert train.fingerprint != val.fingerprint

@@ -70,8 +70,9 @@ class MeshConfig(_Strict):
 class DataConfig(_Strict):
     #: synthetic | tokens (a flat .npy token array) | mixture (issue 8's staged mixtures)
     kind: Literal["synthetic", "tokens", "mixture"] = "synthetic"
-    #: passed to the source: synthetic {weights, min_doc, max_doc}; tokens {path, val_path,
-    #: eos_id, shuffle, source_name}; mixture {config}
+    #: passed to the source: synthetic {weights, min_doc, max_doc}; tokens {path, eos_id,
+    #: val_path (else the last `holdout` fraction of the windows, default 0.05), shuffle,
+    #: source_name}; mixture {config}
     options: dict[str, Any] = {}
     seed: int = 0
 

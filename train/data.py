@@ -251,14 +251,19 @@ class TokenFileSource:
     """A flat 1-D token array (``.npy``, memory-mapped) with documents ending in ``eos_id``.
 
     The array is cut into windows of seq_len + 1 tokens (window w starts at w·seq_len);
-    each epoch reads all windows in a permutation seeded by (seed, epoch).  Inside a
+    a source reads a range of them (``windows``: the trainer keeps the last 5% for
+    validation unless a separate val_path is given), each epoch all of its windows in a
+    permutation seeded by (seed, epoch).  Inside a
     window a new segment starts after every EOS; the EOS position itself is masked out of
     the loss (its target belongs to the next document, which it cannot see).  The first
     document of a window may be the tail of a longer one: its positions start at 0 there.
     """
 
     def __init__(self, path: str, batch_size: int, seq_len: int, eos_id: int, seed: int = 0, shuffle: bool = True,
-                 vocab_size: int | None = None, source_name: str | None = None):
+                 vocab_size: int | None = None, source_name: str | None = None,
+                 windows: tuple[float, float] = (0.0, 1.0)):
+        """``windows``: the fraction of the file's windows this source reads, e.g. (0, 0.95)
+        for training and (0.95, 1) for a held-out validation split of the same file."""
         if not os.path.exists(path):
             raise DataError(f"{path}: token file not found")
         try:
@@ -267,9 +272,12 @@ class TokenFileSource:
             raise DataError(f"{path}: not a .npy array ({e})") from None
         if self.tokens.ndim != 1 or not np.issubdtype(self.tokens.dtype, np.integer):
             raise DataError(f"{path}: expected a 1-D integer array, got {self.tokens.dtype}{list(self.tokens.shape)}")
-        self.n_windows = (len(self.tokens) - 1) // seq_len
+        total = (len(self.tokens) - 1) // seq_len
+        self.first = int(round(windows[0] * total))
+        self.n_windows = int(round(windows[1] * total)) - self.first
         if self.n_windows < 1:
-            raise DataError(f"{path}: {len(self.tokens)} tokens is less than one window of {seq_len + 1}")
+            raise DataError(f"{path}: {len(self.tokens)} tokens give {total} windows of {seq_len + 1}; "
+                            f"the range {windows} of them is empty")
         self.path, self.batch_size, self.seq_len, self.eos_id = path, batch_size, seq_len, eos_id
         self.seed, self.shuffle = seed, shuffle
         top = int(self.tokens.max())                     # one streaming pass over the memory map
@@ -281,7 +289,8 @@ class TokenFileSource:
         head = np.asarray(self.tokens[:4096]).tobytes() + np.asarray(self.tokens[-4096:]).tobytes()
         self.fingerprint = _fingerprint({"kind": "tokens", "n": len(self.tokens), "dtype": str(self.tokens.dtype),
                                          "sample": hashlib.sha256(head).hexdigest(), "b": batch_size, "l": seq_len,
-                                         "eos": eos_id, "seed": seed, "shuffle": shuffle})
+                                         "eos": eos_id, "seed": seed, "shuffle": shuffle,
+                                         "windows": [self.first, self.n_windows]})
         self._n = 0
         self._perm_epoch, self._perm = -1, None
 
@@ -295,11 +304,11 @@ class TokenFileSource:
     def _window(self, g: int) -> int:
         epoch, i = divmod(g, self.n_windows)
         if not self.shuffle:
-            return i
+            return self.first + i
         if epoch != self._perm_epoch:
             self._perm = np.random.default_rng([self.seed, epoch]).permutation(self.n_windows)
             self._perm_epoch = epoch
-        return int(self._perm[i])
+        return self.first + int(self._perm[i])
 
     def next_batch(self) -> dict[str, np.ndarray]:
         b, l = self.batch_size, self.seq_len
@@ -344,11 +353,13 @@ def build_source(kind: str, *, batch_size: int, seq_len: int, seed: int, split: 
         val_path = opts.pop("val_path", None)
         if not path:
             raise DataError("data.options.path is required for data.kind 'tokens'")
-        if split != "train" and val_path:
-            path = val_path
-        # without a separate validation file, validation reads the same windows in another order
-        return TokenFileSource(path, batch_size, seq_len, seed=seed + (0 if split == "train" else 1),
-                               vocab_size=vocab_size, **opts)
+        holdout = float(opts.pop("holdout", 0.05))
+        if val_path:
+            path = val_path if split != "train" else path
+            windows = (0.0, 1.0)
+        else:  # hold out the last windows of the file for validation
+            windows = (0.0, 1.0 - holdout) if split == "train" else (1.0 - holdout, 1.0)
+        return TokenFileSource(path, batch_size, seq_len, seed=seed, vocab_size=vocab_size, windows=windows, **opts)
     if kind == "mixture":
         # Seam for the staged-mixture loader (issue 8): ``mixtures`` exposes
         # build_batch_source(config_path, *, batch_size, seq_len, seed, split) -> BatchSource.

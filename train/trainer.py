@@ -186,7 +186,7 @@ class Trainer:
         return (jnp.einsum("bl,bls->s", nll, onehot), jnp.einsum("bl,bls->s", batch["loss_mask"], onehot))
 
     def _make_step(self):
-        accum, cfg = self.cfg.grad_accum, self.cfg
+        accum = self.cfg.grad_accum
 
         def step_fn(state, batch):
             params = state["params"]
@@ -243,8 +243,10 @@ class Trainer:
             return None
         src = self._val_factory()
         sums = counts = None
-        for _ in range(self.cfg.eval.batches):
+        for i in range(self.cfg.eval.batches):
             b = self._with_sources(src.next_batch())
+            if i == 0:
+                validate_batch(b, self.cfg.batch_size, self.cfg.seq_len, self.model_cfg.vocab_size)
             s, c = self._eval_fn(self.state["params"], put_batch(b, self.batch_sharding))
             s, c = np.asarray(s, np.float64), np.asarray(c, np.float64)
             sums, counts = (s, c) if sums is None else (sums + s, counts + c)
