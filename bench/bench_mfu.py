@@ -134,6 +134,9 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--no-flax", action="store_true", help="skip the flax baseline (CPU)")
     ap.add_argument("--attention", default=None, help="override the attention implementation")
+    ap.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
+                    help="compute dtype (default: float32 on CPU, bfloat16 on accelerators)")
+    ap.add_argument("--remat", choices=("none", "full", "dots"), default=None, help="override the preset's remat")
     ap.add_argument("--document-mask", choices=("on", "off"), default=None,
                     help="mask at document boundaries (default: on for CPU, as in training; off on GPU, where the "
                          "benchmark rows hold one document each and cuDNN then runs its causal flash kernel)")
@@ -152,7 +155,9 @@ def main() -> int:
     seq = args.seq or preset.run.get("seq_len", 512)
     steps = args.steps or (3 if cpu else 10)
     repeats = args.repeats or (5 if cpu else 3)
-    dtype = "float32" if cpu else "bfloat16"
+    dtype = args.dtype or ("float32" if cpu else "bfloat16")
+    if args.remat:
+        mc = mc.model_copy(update={"remat": args.remat})
     n_dev = len(jax.devices())
     fpt = flops_per_token(mc, seq)
     step_flops = fpt * batch * seq
@@ -207,7 +212,7 @@ def main() -> int:
               + (f" of {stats['bytes_limit'] / 2 ** 30:.1f} GiB" if stats.get("bytes_limit") else ""))
     print(f"\nMFU against {how}: {peak / 1e12:.3f} TFLOP/s\n")
     print(f"| {'what':44s} | {'ms/step':>8s} | {'tokens/s':>10s} | {'TFLOP/s':>8s} | {'MFU':>6s} |")
-    print(f"|{'-' * 46}|{'-' * 10}:|{'-' * 12}:|{'-' * 10}:|{'-' * 8}:|")
+    print(f"|{'-' * 46}|{'-' * 9}:|{'-' * 11}:|{'-' * 9}:|{'-' * 7}:|")
     for name, dt, tps, fl, mfu in rows:
         print(f"| {name:44s} | {'' if dt is None else f'{dt * 1e3:.1f}':>8s} | "
               f"{'' if tps is None else f'{tps:,.0f}':>10s} | {fl / 1e12:8.4f} | {100 * mfu:5.1f}% |")
