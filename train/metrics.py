@@ -1,7 +1,7 @@
 """Metrics: JSONL (the record of truth), TensorBoard, accelerator peaks for MFU, plots.
 
 ``metrics.jsonl`` holds one JSON object per line with a ``kind``:
-  train: step, loss, grad_norm, lr, tokens, step_time_s, tokens_per_s, mfu, loss/<source>
+  train: step, loss, grad_norm, lr, tokens, step_time_s, tokens_per_s, mfu, peak_flops, loss/<source>
   eval:  step, loss, loss/<source>
   probe_nll / probe_kv: the long-context probes (train/probes.py)
   run:   start/resume events (not part of the training record)
@@ -51,7 +51,9 @@ def peak_flops_per_device(override: float = 0.0) -> tuple[float, str]:
         return override, "configured"
     dev = jax.devices()[0]
     if dev.platform == "cpu":
-        return measure_cpu_matmul_peak(), "measured float32 2048x2048 jnp.dot on this CPU"
+        return (measure_cpu_matmul_peak(repeats=12),
+                "best float32 2048x2048 jnp.dot on this CPU, re-measured at every eval/checkpoint; "
+                "on a shared machine MFU is approximate")
     kind = dev.device_kind.lower()
     for key in sorted(PEAK_BF16, key=len, reverse=True):
         if key in kind:

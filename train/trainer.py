@@ -33,7 +33,8 @@ from train import probes
 from train.checkpoint import Checkpointer, abstract_like
 from train.config import OptimConfig, TrainConfig
 from train.data import BatchSource, DataError, SyntheticSource, build_source, validate_batch
-from train.metrics import MetricsLog, peak_flops_per_device, plot_run, run_summary, summarize
+from train.metrics import (MetricsLog, measure_cpu_matmul_peak, peak_flops_per_device, plot_run, run_summary,
+                           summarize)
 from train.sharding import (batch_sharding, make_mesh, make_rules, make_shard_fn, put_batch, replicated,
                             tree_shardings)
 
@@ -263,7 +264,9 @@ class Trainer:
         n_dev = self.mesh.size
         peak, peak_how = peak_flops_per_device(cfg.log.peak_flops)
         # MFU denominator: the peak of all devices; simulated CPU devices share the same cores
-        peak_total = peak * (1 if jax.default_backend() == "cpu" else n_dev)
+        self.peak = peak * (1 if jax.default_backend() == "cpu" else n_dev)
+        # a measured CPU peak is re-measured at every pause and the best kept (shared machines drift)
+        self._remeasure_peak = jax.default_backend() == "cpu" and not cfg.log.peak_flops
         header = [describe(mc, cfg.seq_len),
                   f"preset {cfg.preset} ({self.why})",
                   f"devices: {n_dev} x {jax.devices()[0].device_kind} ({jax.default_backend()}); mesh "
@@ -294,7 +297,7 @@ class Trainer:
         if start == 0 and cfg.eval.batches:
             self.evaluate(0)
         if start < cfg.steps:
-            self._train_loop(start, peak_total, compiled)
+            self._train_loop(start, compiled)
         self.checkpointer.wait()
         final = int(self.state["step"])
         if cfg.probes.enabled:
@@ -333,7 +336,7 @@ class Trainer:
         say(f"compiled the train step in {time.perf_counter() - t0:.1f}s")
         return compiled
 
-    def _train_loop(self, start: int, peak: float, compiled) -> None:
+    def _train_loop(self, start: int, compiled) -> None:
         cfg = self.cfg
         first = self._with_sources(self.train_source.next_batch())
         validate_batch(first, cfg.batch_size, cfg.seq_len, self.model_cfg.vocab_size)
@@ -358,7 +361,8 @@ class Trainer:
                     times.append(dt)
                     rec["step_time_s"] = dt
                     rec["tokens_per_s"] = tokens_per_step / dt
-                    rec["mfu"] = (self.flops_per_token * tokens_per_step / dt / peak) if peak else None
+                    rec["mfu"] = (self.flops_per_token * tokens_per_step / dt / self.peak) if self.peak else None
+                    rec["peak_flops"] = self.peak
                 self.log.write(rec)
                 if not math.isfinite(rec["loss"]):
                     raise FloatingPointError(f"loss is {rec['loss']} at step {step}; stopping")
@@ -370,8 +374,8 @@ class Trainer:
                     if recent:
                         dt_med = float(np.median(recent))
                         speed = (f" | {tokens_per_step / dt_med:,.0f} tok/s"
-                                 + (f", MFU {100 * self.flops_per_token * tokens_per_step / dt_med / peak:.1f}%"
-                                    if peak else "")
+                                 + (f", MFU {100 * self.flops_per_token * tokens_per_step / dt_med / self.peak:.1f}%"
+                                    if self.peak else "")
                                  + f" | ETA {_fmt_time(dt_med * (cfg.steps - step))}")
                     say(f"step {step:>6}/{cfg.steps} | loss {rec['loss']:.4f} | lr {rec['lr']:.2e} | "
                         f"gnorm {rec['grad_norm']:.3f}{speed}")
@@ -393,6 +397,8 @@ class Trainer:
                     self.evaluate(done)
                 if do_ckpt:
                     self.save(done)
+                if self._remeasure_peak:
+                    self.peak = max(self.peak, measure_cpu_matmul_peak(repeats=3))
                 timed_ok[0] = False      # the pause is not a step time
         drain()
 
