@@ -9,7 +9,9 @@ Three implementations, one contract:
     few thousand tokens (the T x T scores exist per head).
   * ``cudnn``: the same call with ``implementation="cudnn"`` (flash attention on NVIDIA
     GPUs, bf16/fp16 only); the document mask is passed as a mask, which cuDNN applies as
-    a bias.  Falls back to nothing: it raises if cuDNN cannot take the shape.
+    a dense bias (without document masking it runs the causal kernel, no bias at all).
+    It raises if cuDNN cannot take the shape; the trainer then recompiles with ``xla`` /
+    ``chunked`` (train/trainer.py: compile_step).
   * ``chunked``: memory-efficient attention in plain JAX (Rabe & Staats 2021; the
     online softmax of flash attention): queries and keys are cut into blocks, each query
     block scans over the key blocks keeping a running max / sum, blocks entirely above the
