@@ -56,7 +56,12 @@ corpus: setup
 # shards (+ a TFDS copy) in TOKENS_DIR.  Extra flags: TOKENIZER_ARGS / PACK_ARGS.
 TOKENIZER_DIR ?= artifacts/tokenizer
 TOKENS_DIR ?= artifacts/tokens
-SEQ_LEN ?= 1024
+# The demo corpus is a few MB: an 8k vocabulary suits it and keeps the CPU preset fast
+# (use VOCAB=32000 or more for real corpora).  Packed length SEQ_LEN = the trainer's
+# sequence length + 1 (inputs and their next-token targets): 257 for the cpu preset.
+VOCAB ?= 8192
+SEQ_LEN ?= 257
+TOKENIZER_ARGS ?= --set train.vocab_size=$(VOCAB)
 tokenizer: setup
 	$(VPY) -m tokenizer.train --corpus $(CORPUS) --output $(TOKENIZER_DIR) $(TOKENIZER_ARGS)
 	$(VPY) -m tokenizer.pack --corpus $(CORPUS) --tokenizer $(TOKENIZER_DIR) --output $(TOKENS_DIR) \
@@ -67,8 +72,13 @@ test: setup
 
 # Picks the preset that fits the hardware (PRESET=auto) and says so; rerun to resume.
 PRESET ?= auto
+# Data: the staged demo mixture over the packed demo corpus (built first when missing);
+# DATA='--tokens x.npy' or DATA= (synthetic tasks) train on something else.
+MIXTURE ?= configs/mixtures/demo.yaml
+DATA ?= --mixture $(MIXTURE) --set data.fit_vocab=true --set seq_len=$(shell echo $$(( $(SEQ_LEN) - 1 )))
 train-pro: setup
-	$(VPY) -m train --preset $(PRESET) $(if $(STEPS),--steps $(STEPS)) $(TRAIN_ARGS)
+	@test -f $(TOKENS_DIR)/token_manifest.json || $(MAKE) --no-print-directory demo tokenizer
+	$(VPY) -m train --preset $(PRESET) $(DATA) $(if $(STEPS),--steps $(STEPS)) $(TRAIN_ARGS)
 
 bench: setup
 	$(VPY) bench/run_all.py

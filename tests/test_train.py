@@ -210,3 +210,20 @@ def test_cudnn_attention_falls_back_when_unavailable(tmp_path, capsys):
     t.attn_impl = "cudnn"                      # what resolve_attention returns on a GPU in bf16
     assert t.compile_step() is not None and t.attn_impl == "xla"
     assert "cuDNN attention unavailable" in capsys.readouterr().out
+
+
+def test_fit_vocab_grows_the_model_to_the_data_vocabulary(tmp_path, capsys):
+    """A small preset on a tokenizer's ids: an error by default, a fitted vocab with data.fit_vocab."""
+    from train.data import DataError, write_byte_tokens
+    from train.trainer import Trainer
+    info = write_byte_tokens([os.path.join(ROOT, "model", "config.py")], str(tmp_path / "bytes.npy"))
+    base = ["data.kind=tokens", f"data.options.path={tmp_path / 'bytes.npy'}", f"data.options.eos_id={info['eos_id']}",
+            f"run_dir={tmp_path / 'run'}", "log.tensorboard=false"]
+    cfg, model, _, _ = resolve(None, base, {"preset": "tiny"})
+    small = model.model_copy(update={"vocab_size": 128})
+    with pytest.raises(DataError, match="set model.vocab_size"):
+        Trainer(cfg, small)
+    cfg, _, _, _ = resolve(None, base + ["data.fit_vocab=true"], {"preset": "tiny"})
+    t = Trainer(cfg, small)
+    assert t.model_cfg.vocab_size == 384   # 257 byte ids, rounded up to a multiple of 128
+    assert "to fit the data's vocabulary" in capsys.readouterr().out

@@ -75,6 +75,9 @@ class DataConfig(_Strict):
     #: source_name}; mixture {config}
     options: dict[str, Any] = {}
     seed: int = 0
+    #: grow model.vocab_size (to a multiple of 128) when the data's vocabulary is larger,
+    #: e.g. a small preset on a real tokenizer's ids (make train-pro sets it); off: an error
+    fit_vocab: bool = False
 
 
 class CheckpointConfig(_Strict):

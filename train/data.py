@@ -342,7 +342,7 @@ def write_byte_tokens(paths: list[str], out: str) -> dict[str, int]:
 
 # ---- factory --------------------------------------------------------------------------
 
-def build_source(kind: str, *, batch_size: int, seq_len: int, seed: int, split: str, vocab_size: int,
+def build_source(kind: str, *, batch_size: int, seq_len: int, seed: int, split: str, vocab_size: int | None,
                  options: dict[str, Any]) -> BatchSource:
     """The one place the trainer turns its ``data`` config into a BatchSource."""
     opts = dict(options)

@@ -114,12 +114,19 @@ class Trainer:
 
         # -- data
         d = cfg.data
+        # with fit_vocab the source reports its own vocabulary (synthetic tasks are generated for one)
+        src_vocab = None if (d.fit_vocab and d.kind != "synthetic") else model_cfg.vocab_size
         self.train_source = train_source or build_source(d.kind, batch_size=cfg.batch_size, seq_len=cfg.seq_len,
-                                                         seed=d.seed, split="train", vocab_size=model_cfg.vocab_size,
+                                                         seed=d.seed, split="train", vocab_size=src_vocab,
                                                          options=d.options)
         self._val_factory = val_source_factory or (lambda: build_source(
             d.kind, batch_size=cfg.batch_size, seq_len=cfg.seq_len, seed=d.seed, split="validation",
-            vocab_size=model_cfg.vocab_size, options=d.options))
+            vocab_size=src_vocab, options=d.options))
+        if self.train_source.vocab_size > model_cfg.vocab_size and d.fit_vocab:
+            fitted = -(-self.train_source.vocab_size // 128) * 128
+            print(f"model.vocab_size {model_cfg.vocab_size} -> {fitted} to fit the data's vocabulary "
+                  f"({self.train_source.vocab_size}; data.fit_vocab)", flush=True)
+            model_cfg = self.model_cfg = model_cfg.model_copy(update={"vocab_size": fitted})
         if self.train_source.vocab_size > model_cfg.vocab_size:
             raise DataError(f"data vocabulary ({self.train_source.vocab_size}) is larger than the model's "
                             f"vocab_size ({model_cfg.vocab_size}); set model.vocab_size")
