@@ -131,6 +131,11 @@ class Trainer:
             raise DataError(f"data vocabulary ({self.train_source.vocab_size}) is larger than the model's "
                             f"vocab_size ({model_cfg.vocab_size}); set model.vocab_size")
         self.source_names = list(self.train_source.source_names)
+        total = getattr(self.train_source, "total_examples", None)  # finite sources (staged mixtures)
+        if total is not None and cfg.steps * cfg.batch_size > total:
+            raise DataError(f"the run needs {cfg.steps} steps x {cfg.batch_size} = {cfg.steps * cfg.batch_size:,} "
+                            f"examples but the data plans {total:,}; raise the mixture's budget or train "
+                            f"at most {total // cfg.batch_size} steps")
 
         # -- state, optimizer, shardings
         self.tx, self.schedule = make_optimizer(cfg.optim, cfg.steps)
