@@ -17,7 +17,7 @@ DEMO_INPUTS ?= \
 	--input media=data/sample/media/manifest.jsonl \
 	--input media_pairs=data/sample/media/pairs.tar
 
-.PHONY: setup system-deps demo corpus test test-fast bench clean help tokenizer
+.PHONY: setup system-deps demo corpus test test-fast bench clean help tokenizer train-pro
 
 help:
 	@echo "make demo    set up and build the bundled sample corpus end to end"
@@ -25,6 +25,7 @@ help:
 	@echo "make corpus  build a corpus: make corpus INPUTS='--input name=GLOB ...' CORPUS=DIR"
 	@echo "make bench   run the benchmarks (prints tables)"
 	@echo "make tokenizer  train SentencePiece on a balanced sample of CORPUS and pack it: make tokenizer CORPUS=DIR"
+	@echo "make train-pro [PRESET=auto|cpu|nano-1|...|depth:N] [STEPS=N] [TRAIN_ARGS=...]  train (resumes if interrupted)"
 
 setup: $(STAMP)
 
@@ -63,6 +64,11 @@ tokenizer: setup
 
 test: setup
 	$(VPY) -m pytest -q tests
+
+# Picks the preset that fits the hardware (PRESET=auto) and says so; rerun to resume.
+PRESET ?= auto
+train-pro: setup
+	$(VPY) -m train --preset $(PRESET) $(if $(STEPS),--steps $(STEPS)) $(TRAIN_ARGS)
 
 bench: setup
 	$(VPY) bench/run_all.py
