@@ -92,6 +92,12 @@ def test_sampling_filters():
     counts = np.bincount(np.asarray(draws).ravel(), minlength=5)
     assert counts[3] == counts[4] == 0 and counts[0] > counts[1] > counts[2] > 0
     assert int(sample(logits, jax.random.PRNGKey(0), Sampling()).item()) == 0        # greedy
+    # ids past the tokenizer's vocabulary (a padded model vocabulary) are never picked
+    rev = logits[:, ::-1]
+    assert int(sample(rev, jax.random.PRNGKey(0), Sampling()).item()) == 4
+    assert int(sample(rev, jax.random.PRNGKey(0), Sampling(vocab_limit=3)).item()) == 2
+    limited = jax.vmap(lambda k: sample(rev, k, Sampling(1.0, vocab_limit=3)))(jax.random.split(jax.random.PRNGKey(1), 200))
+    assert int(np.asarray(limited).max()) <= 2
     with pytest.raises(ValueError):
         Sampling(top_p=0.0)
 

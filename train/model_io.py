@@ -68,8 +68,14 @@ def checkpoints_dir(path: str) -> str:
 
 def _manager(d: str):
     import orbax.checkpoint as ocp
-    opts = ocp.CheckpointManagerOptions(create=False, read_only=True, enable_async_checkpointing=False)
-    return ocp.CheckpointManager(d, options=opts, item_names=("state", "data", "meta"))
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)           # read_only=True is announced as warnings on every open
+    try:
+        opts = ocp.CheckpointManagerOptions(create=False, read_only=True, enable_async_checkpointing=False)
+        return ocp.CheckpointManager(d, options=opts, item_names=("state", "data", "meta"))
+    finally:
+        absl.setLevel(level)
 
 
 def read_meta(path: str, step: int | None = None) -> tuple[str, int, dict]:
