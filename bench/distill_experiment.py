@@ -112,6 +112,7 @@ def main() -> int:
     ap.add_argument("--teacher-preset", default="depth:4")
     ap.add_argument("--teacher-steps", type=int, default=400)
     ap.add_argument("--teacher-lr", type=float, default=2e-3)
+    ap.add_argument("--teacher-dir", default=None, help="use this finished run as the teacher (no teacher training)")
     ap.add_argument("--student-preset", default="tiny")
     ap.add_argument("--student-steps", type=int, default=300)
     ap.add_argument("--student-lr", type=float, default=3e-3)
@@ -133,7 +134,7 @@ def main() -> int:
             sh(cmd)
     sh(["-m", "mixtures.config", MIXTURE])
 
-    teacher, base, kd = (f"{a.out}/teacher", f"{a.out}/student", f"{a.out}/student_kd")
+    teacher, base, kd = (a.teacher_dir or f"{a.out}/teacher", f"{a.out}/student", f"{a.out}/student_kd")
     warm = ["--set", "optim.warmup_steps=20"]
     runs = {
         teacher: train_args(a.teacher_preset, a.teacher_steps, teacher, a,
@@ -147,6 +148,9 @@ def main() -> int:
     for run_dir, args in runs.items():
         steps = a.teacher_steps if run_dir == teacher else a.student_steps
         commands[run_dir] = "python " + " ".join(args)
+        if run_dir == a.teacher_dir:
+            print(f"teacher: {run_dir} (given)")
+            continue
         if not a.fresh and done(run_dir, steps):
             print(f"reusing {run_dir} (finished; --fresh to retrain)")
             continue
@@ -161,14 +165,19 @@ def main() -> int:
         curve_rows.append([e["step"], f"{e['step'] * a.batch * a.seq_len:,}", f"{e['loss']:.4f}",
                            f"{k.get('loss', float('nan')):.4f}", f"{k.get('loss', float('nan')) - e['loss']:+.4f}"])
     final = {r: ev[r][-1]["loss"] for r in runs}
+    from train.model_io import read_meta
+    t_meta = read_meta(os.path.join(ROOT, teacher))[2]
     step_t = {r: mean_step_time(r) for r in runs}
 
     # int4 exports
     from train.quantize import quantize_checkpoint
     q = {}
     for r in (teacher, kd, base):
-        print(f"$ python -m train.quantize --checkpoint {r} --output {r}/int4")
-        q[r] = quantize_checkpoint(os.path.join(ROOT, r), os.path.join(ROOT, r, "int4"), log=lambda *_: None)
+        for emb in ("bfloat16", "int4"):
+            sub = "int4" if emb == "bfloat16" else "int4-emb"
+            print(f"$ python -m train.quantize --checkpoint {r} --output {r}/{sub} --set embedding={emb}")
+            q[r, emb] = quantize_checkpoint(os.path.join(ROOT, r), os.path.join(ROOT, r, sub),
+                                            overrides=[f"embedding={emb}"], log=lambda *_: None)
 
     # generation: cached vs recomputed greedy, float vs int4
     gen = {}
@@ -186,7 +195,7 @@ def main() -> int:
              f"({a.eval_batches * a.batch} sequences).", "",
              "## Distillation", "",
              table(["run", "preset", "steps", "train tokens", "final val loss", "median step s"],
-                   [["teacher", a.teacher_preset, a.teacher_steps, f"{a.teacher_steps * a.batch * a.seq_len:,}",
+                   [["teacher", t_meta["preset"], t_meta["steps"], f"{t_meta['steps'] * a.batch * a.seq_len:,}",
                      f"{final[teacher]:.4f}", f"{step_t[teacher] or 0:.2f}"],
                     ["student alone", a.student_preset, a.student_steps, f"{tokens:,}", f"{final[base]:.4f}",
                      f"{step_t[base] or 0:.2f}"],
@@ -197,18 +206,21 @@ def main() -> int:
              "Validation loss during training (student):", "",
              table(["step", "tokens", "alone", "+ KD", "KD - alone"], curve_rows), "",
              "## int4 export", "",
-             table(["model", "params", "fp32 bytes", "bf16 bytes", "int4 matrices: bf16 -> stored", "file bytes",
-                    "val loss float", "val loss int4", "increase"],
-                   [[r.split("/")[-1], f"{q[r]['sizes']['all parameters']['params']:,}",
-                     f"{q[r]['sizes']['all parameters']['fp32_bytes']:,}",
-                     f"{q[r]['sizes']['all parameters']['bf16_bytes']:,}",
-                     f"{q[r]['sizes']['int4 matrices']['bf16_bytes']:,} -> {q[r]['sizes']['int4 matrices']['stored_bytes']:,}"
-                     f" ({q[r]['sizes']['int4 matrices']['bf16_bytes'] / q[r]['sizes']['int4 matrices']['stored_bytes']:.2f}x)",
-                     f"{q[r]['file_bytes']['model.safetensors']:,}",
-                     f"{q[r]['validation']['float_loss']:.4f}", f"{q[r]['validation']['int4_loss']:.4f}",
-                     f"{q[r]['validation']['increase']:+.4f}"] for r in (teacher, kd, base)]), "",
-             f"int4: group {q[teacher]['quantization']['group_size']}, {q[teacher]['quantization']['scheme']}, "
-             f"{q[teacher]['quantization']['scale_dtype']} scales; embedding {q[teacher]['quantization']['embedding']}.",
+             table(["model", "embedding", "params", "fp32 bytes", "bf16 bytes", "int4 matrices: bf16 -> stored",
+                    "file bytes", "file vs fp32 / bf16", "val loss float", "val loss int4", "increase"],
+                   [[r.split("/")[-1], emb, f"{x['sizes']['all parameters']['params']:,}",
+                     f"{x['sizes']['all parameters']['fp32_bytes']:,}", f"{x['sizes']['all parameters']['bf16_bytes']:,}",
+                     f"{x['sizes']['int4 matrices']['bf16_bytes']:,} -> {x['sizes']['int4 matrices']['stored_bytes']:,}"
+                     f" ({x['sizes']['int4 matrices']['bf16_bytes'] / x['sizes']['int4 matrices']['stored_bytes']:.2f}x)",
+                     f"{x['file_bytes']['model.safetensors']:,}",
+                     f"{x['sizes']['all parameters']['fp32_bytes'] / x['file_bytes']['model.safetensors']:.2f}x / "
+                     f"{x['sizes']['all parameters']['bf16_bytes'] / x['file_bytes']['model.safetensors']:.2f}x",
+                     f"{x['validation']['float_loss']:.4f}", f"{x['validation']['int4_loss']:.4f}",
+                     f"{x['validation']['increase']:+.4f}"] for (r, emb), x in q.items()]), "",
+             f"int4: group {q[teacher, 'int4']['quantization']['group_size']}, "
+             f"{q[teacher, 'int4']['quantization']['scheme']}, {q[teacher, 'int4']['quantization']['scale_dtype']} "
+             "scales; norm scales float32; the embedding (tied output head) bfloat16 or int4.  File = the "
+             "safetensors file on disk (header included); fp32 / bf16 = the same parameters as float.",
              "", "## Generation (greedy, 24 new tokens)", "",
              table(["checkpoint", "KV cache", "completion", "same as no-cache"],
                    [[src, "on" if c else "off (recompute)", json.dumps(gen[(src, c)]["completion"])[:60],
@@ -224,7 +236,7 @@ def main() -> int:
         json.dump({"final_val_loss": {"teacher": final[teacher], "student": final[base], "student_kd": final[kd]},
                    "kd_minus_alone": final[kd] - final[base], "student_tokens": tokens,
                    "curves": {r: [(e["step"], e["loss"]) for e in ev[r]] for r in runs},
-                   "quantization": q, "generation": {f"{s} cache={c}": v for (s, c), v in gen.items()},
+                   "quantization": {f"{r} embedding={e}": v for (r, e), v in q.items()}, "generation": {f"{s} cache={c}": v for (s, c), v in gen.items()},
                    "commands": commands, "args": vars(a)}, f, indent=2)
     return 0
 
