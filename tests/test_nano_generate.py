@@ -192,12 +192,27 @@ def test_cli_text_run_uses_its_tokenizer(model, tmp_path, capsys):
     spm.SentencePieceTrainer.train(input=str(text), model_prefix=str(tmp_path / "tok" / "spm"), vocab_size=40, hard_vocab_limit=False,
                                    model_type="unigram", pad_id=0, eos_id=1, bos_id=2, unk_id=3,
                                    minloglevel=2)
+    import hashlib
+
+    from tests.mixtures_data import make_docs, write_mixture, write_pack
     run = tmp_path / "run"
     _checkpoint(str(run), cfg, params, {"kind": "tokens", "options": {"path": "x.npy"}, "seed": 0})
     rc, _, err = _gen(capsys, "--checkpoint", str(run), "--prompt", "the cat")
     assert rc == 2 and "pass --tokenizer" in err
-    rc, out, err = _gen(capsys, "--checkpoint", str(run), "--prompt", "the cat", "--tokenizer", str(tmp_path / "tok"),
-                        "--max-new-tokens", "8", "--json")
+    # a mixture run: its token manifest names the tokenizer (sha256), which must match
+    sha = hashlib.sha256((tmp_path / "tok" / "spm.model").read_bytes()).hexdigest()
+    for name, tok_sha in (("good", sha), ("other", "f" * 64)):
+        write_pack(tmp_path / f"pack_{name}", {"web": make_docs("web", 4, 10, 20)}, 16, tokenizer_sha=tok_sha)
+        mix = write_mixture(tmp_path / f"mix_{name}.yaml", {"name": name, "tokens_dir": str(tmp_path / f"pack_{name}"),
+                                                            "sources": {"web": {}},
+                                                            "stages": [{"name": "s", "tokens": 64,
+                                                                        "weights": {"web": 1.0}}]})
+        _checkpoint(str(tmp_path / f"run_{name}"), cfg, params, {"kind": "mixture", "options": {"config": mix}})
+    rc, _, err = _gen(capsys, "--checkpoint", str(tmp_path / "run_other"), "--prompt", "the cat", "--tokenizer",
+                      str(tmp_path / "tok"))
+    assert rc == 2 and "is not the one the run was trained with" in err
+    rc, out, err = _gen(capsys, "--checkpoint", str(tmp_path / "run_good"), "--prompt", "the cat", "--tokenizer",
+                        str(tmp_path / "tok"), "--max-new-tokens", "8", "--json")
     assert rc == 0, err
     r = json.loads(out)
     tok = spm.SentencePieceProcessor(model_file=str(tmp_path / "tok" / "spm.model"))

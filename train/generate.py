@@ -95,13 +95,17 @@ def run_tokenizer(data: dict | None) -> tuple[str | None, bool, str]:
     kind = (data or {}).get("kind")
     if kind == "synthetic":
         return None, False, "synthetic"
-    if kind == "mixture":
-        from mixtures.config import load_data, load_mixture
+    if kind == "mixture":      # the token manifest(s) of its text sources name the tokenizer
+        from mixtures.config import load_mixture
+        from tokenizer.format import load_token_manifest
         path = (data.get("options") or {}).get("config")
         mcfg = load_mixture(path)
-        md = load_data(mcfg)
-        add_bos = any(bool(m.get("add_bos")) for m in md.manifests.values())
-        return md.tokenizer_sha256, add_bos, f"mixture {path}"
+        dirs = {s.tokens_dir or mcfg.tokens_dir for s in mcfg.sources.values() if s.kind == "text"}
+        manifests = [load_token_manifest(d) for d in sorted(d for d in dirs if d)]
+        shas = {m["tokenizer"]["model_sha256"] for m in manifests}
+        if len(shas) != 1:
+            raise ConfigError(f"mixture {path}: {len(shas)} tokenizers in its token manifests")
+        return shas.pop(), any(bool(m.get("add_bos")) for m in manifests), f"mixture {path}"
     return None, False, kind or "unknown"
 
 
