@@ -154,13 +154,16 @@ def test_distilled_training_logs_the_objective_pins_the_teacher_and_resumes_bitw
     assert records(run) == first
 
 
-def test_teacher_errors_are_one_line(tmp_path):
+def test_teacher_errors_are_one_line(tmp_path, capsys):
+    from train.cli import main
     teacher = tmp_path / "teacher"
     save_teacher(str(teacher), 5)
-    for extra, msg in (([], "vocab_size 256 != the student's 512"),):
-        p = cli(args(tmp_path / "s", teacher, "--set", "model.vocab_size=512", *extra), ok=False)
-        assert p.returncode == 2 and p.stderr.strip().splitlines()[-1].startswith("error:") and msg in p.stderr, p.stderr
-    p = cli(args(tmp_path / "s2", tmp_path / "nothing"), ok=False)
-    assert p.returncode == 2 and "checkpoint directory not found" in p.stderr.strip().splitlines()[-1]
-    p = cli(args(tmp_path / "s3", teacher, "--set", "distill.alpha=1.5"), ok=False)
-    assert p.returncode == 2 and "distill.alpha" in p.stderr.strip().splitlines()[-1]
+    cases = [(args(tmp_path / "s1", teacher, "--set", "model.vocab_size=512"), "vocab_size 256 != the student's 512"),
+             (args(tmp_path / "s2", tmp_path / "nothing"), "checkpoint directory not found"),
+             (args(tmp_path / "s3", teacher, "--set", "distill.alpha=1.5"), "distill.alpha"),
+             (args(tmp_path / "s4", teacher, "--set", "distill.teacher_step=4"), "no checkpoint at step 4"),
+             (args(teacher, teacher), "this run's own checkpoint directory")]
+    for argv, msg in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith("error:") and msg in err[-1], (argv, err)
