@@ -9,7 +9,8 @@ size; every configuration runs once to compile and is then timed (median of
 ``--repeats``).  "recompute" runs the training forward pass over the whole prefix at
 every step (lengths bucketed by 32).  tokens/s counts generated tokens of all rows.
 The int4 rows dequantize weights inside the forward pass (weight-only quantization:
-smaller weights, same matmuls); also printed: the KV cache size with multi-query
+smaller weights, same matmuls; without int4 matmul kernels, as on CPU, that costs time:
+int4 buys disk and memory, not speed); also printed: the KV cache size with multi-query
 attention against the multi-head equivalent, and the tokens agreeing between modes.
 """
 from __future__ import annotations
