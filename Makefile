@@ -17,7 +17,7 @@ DEMO_INPUTS ?= \
 	--input media=data/sample/media/manifest.jsonl \
 	--input media_pairs=data/sample/media/pairs.tar
 
-.PHONY: setup system-deps demo corpus test test-fast bench clean help tokenizer train-pro
+.PHONY: setup system-deps demo corpus test test-fast bench clean help tokenizer train-pro nano
 
 help:
 	@echo "make demo    set up and build the bundled sample corpus end to end"
@@ -26,6 +26,7 @@ help:
 	@echo "make bench   run the benchmarks (prints tables)"
 	@echo "make tokenizer  train SentencePiece on a balanced sample of CORPUS and pack it: make tokenizer CORPUS=DIR"
 	@echo "make train-pro [PRESET=auto|cpu|nano-1|...|depth:N] [STEPS=N] [TRAIN_ARGS=...]  train (resumes if interrupted)"
+	@echo "make nano    distil a tiny student from a larger teacher on the sample mixture, int4 export, generation"
 
 setup: $(STAMP)
 
@@ -79,6 +80,10 @@ DATA ?= --mixture $(MIXTURE) --set data.fit_vocab=true --set seq_len=$(shell ech
 train-pro: setup
 	@test -f $(TOKENS_DIR)/token_manifest.json || $(MAKE) --no-print-directory demo tokenizer
 	$(VPY) -m train --preset $(PRESET) $(DATA) $(if $(STEPS),--steps $(STEPS)) $(TRAIN_ARGS)
+
+# Issue 13 end to end (bench/distill_experiment.py; NANO_ARGS="--student-steps 100 ..." for a quicker run)
+nano: setup
+	$(VPY) bench/distill_experiment.py $(NANO_ARGS)
 
 bench: setup
 	$(VPY) bench/run_all.py

@@ -108,6 +108,19 @@ class LogConfig(_Strict):
     peak_flops: float = Field(0.0, ge=0)
 
 
+class DistillConfig(_Strict):
+    """Knowledge distillation from a frozen teacher (train/distill.py): the loss is
+    ``alpha * CE(targets) + (1 - alpha) * temperature^2 * KL(teacher_T || student_T)``
+    per token, both distributions softened by ``temperature``; teacher logits are
+    computed on the fly from the same batch."""
+    #: the teacher's run dir (or its checkpoints/ dir); its model config comes from the checkpoint
+    teacher: str
+    #: teacher checkpoint step; null = the latest (pinned in <run_dir>/distill.json at the start)
+    teacher_step: int | None = Field(None, ge=0)
+    alpha: float = Field(0.5, ge=0, le=1)
+    temperature: float = Field(1.0, gt=0)
+
+
 class TrainConfig(_Strict):
     preset: str = "auto"
     #: overrides of the preset's ModelConfig fields (e.g. remat: full)
@@ -126,6 +139,7 @@ class TrainConfig(_Strict):
     eval: EvalConfig = EvalConfig()
     probes: ProbeConfig = ProbeConfig()
     log: LogConfig = LogConfig()
+    distill: DistillConfig | None = None      # knowledge distillation (off when absent)
 
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":
@@ -139,6 +153,8 @@ class TrainConfig(_Strict):
         d = self.model_dump(mode="json")
         for k in ("steps", "run_dir", "checkpoint", "eval", "probes", "log"):
             d.pop(k, None)
+        if d.get("distill") is None:
+            d.pop("distill", None)            # fingerprints of runs without distillation unchanged
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 

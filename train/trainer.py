@@ -29,7 +29,7 @@ import optax
 
 from model.config import ConfigError, ModelConfig, describe, flops_per_token
 from model.transformer import forward, init_params, param_axes, resolve_attention, sequence_nll
-from train import probes
+from train import distill, probes
 from train.checkpoint import Checkpointer, abstract_like
 from train.config import OptimConfig, TrainConfig
 from train.data import BatchSource, DataError, SyntheticSource, build_source, validate_batch
@@ -154,6 +154,7 @@ class Trainer:
         self.flops_per_token = flops_per_token(model_cfg, cfg.seq_len)
         self.state = None
         self.log: MetricsLog | None = None
+        self.teacher = distill.load_teacher(self) if cfg.distill else None     # frozen, not in the state
 
     # -- state ---------------------------------------------------------------------------
     def _init_state(self, key):
@@ -182,7 +183,9 @@ class Trainer:
         return int(latest)
 
     # -- the step ------------------------------------------------------------------------
-    def _loss_terms(self, params, batch, denom):
+    def _loss_terms(self, params, batch, denom, teacher=None):
+        if teacher is not None:
+            return distill.loss_terms(self, params, teacher, batch, denom)
         nll = self._nll(params, batch) * batch["loss_mask"]
         return nll.sum() / denom, self._per_source(nll, batch)
 
@@ -201,19 +204,19 @@ class Trainer:
     def _make_step(self):
         accum = self.cfg.grad_accum
 
-        def step_fn(state, batch):
+        def step_fn(state, batch, *teacher):
             params = state["params"]
             denom = jnp.maximum(batch["loss_mask"].sum(), 1.0)
             grad_fn = jax.value_and_grad(self._loss_terms, has_aux=True)
             if accum == 1:
-                (loss, src), grads = grad_fn(params, batch, denom)
+                (loss, src), grads = grad_fn(params, batch, denom, *teacher)
             else:
                 # [B, L] -> [accum, B/accum, L], keeping each device's rows on that device
                 micro = jax.tree.map(lambda x: x.reshape(x.shape[0] // accum, accum, *x.shape[1:]).swapaxes(0, 1),
                                      batch)
 
                 def body(carry, mb):
-                    (l, s), g = grad_fn(params, mb, denom)
+                    (l, s), g = grad_fn(params, mb, denom, *teacher)
                     return jax.tree.map(jnp.add, carry, (l, s, g)), None
 
                 zeros = (jnp.zeros((), jnp.float32), (jnp.zeros(len(self.source_names)),) * 2,
@@ -224,13 +227,19 @@ class Trainer:
                          "opt_state": opt_state, "rng": state["rng"]}
             metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": self.schedule(state["step"]),
                        "tokens": batch["loss_mask"].sum(), "src_sum": src[0], "src_count": src[1]}
+            if teacher:
+                metrics.update(distill.kd_metrics(self, loss, src, denom))
             return new_state, metrics
 
         batch_sh = {k: self.batch_sharding for k in ("inputs", "targets", "segment_ids", "positions", "loss_mask",
                                                      "source_ids")}
         rep = replicated(self.mesh)
-        return jax.jit(step_fn, in_shardings=(self.state_sharding, batch_sh), out_shardings=(self.state_sharding, rep),
-                       donate_argnums=0), batch_sh
+        teacher_sh = (self.teacher.shardings,) if self.teacher else ()
+        return jax.jit(step_fn, in_shardings=(self.state_sharding, batch_sh, *teacher_sh),
+                       out_shardings=(self.state_sharding, rep), donate_argnums=0), batch_sh
+
+    def _teacher_args(self) -> tuple:
+        return (self.teacher.params,) if self.teacher else ()
 
     def _make_eval(self):
         def eval_fn(params, batch):
@@ -336,7 +345,7 @@ class Trainer:
                                         ("source_ids", jnp.int32))}
         t0 = time.perf_counter()
         try:
-            compiled = self._make_step()[0].lower(self.state, abstract_batch).compile()
+            compiled = self._make_step()[0].lower(self.state, abstract_batch, *self._teacher_args()).compile()
         except Exception as e:
             if self.attn_impl != "cudnn" or self.model_cfg.attention != "auto":
                 raise
@@ -344,7 +353,7 @@ class Trainer:
             say(f"cuDNN attention unavailable here ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
                 f"using the {self.attn_impl} attention path")
             self._eval_fn = self._make_eval()
-            compiled = self._make_step()[0].lower(self.state, abstract_batch).compile()
+            compiled = self._make_step()[0].lower(self.state, abstract_batch, *self._teacher_args()).compile()
         say(f"compiled the train step in {time.perf_counter() - t0:.1f}s")
         return compiled
 
@@ -369,6 +378,7 @@ class Trainer:
                 rec = {"kind": "train", "step": step, "loss": float(m["loss"]), "grad_norm": float(m["grad_norm"]),
                        "lr": float(m["lr"]), "tokens": int(m["tokens"])}
                 rec.update(self._losses_by_source(m["src_sum"], m["src_count"]))
+                distill.add_to_record(rec, m)
                 if dt:
                     times.append(dt)
                     rec["step_time_s"] = dt
@@ -397,7 +407,7 @@ class Trainer:
             if step > start:
                 batch = self._with_sources(self.train_source.next_batch())
                 validate_batch(batch, cfg.batch_size, cfg.seq_len, self.model_cfg.vocab_size)
-            self.state, metrics = compiled(self.state, put_batch(batch, self.batch_sharding))
+            self.state, metrics = compiled(self.state, put_batch(batch, self.batch_sharding), *self._teacher_args())
             drain()                      # the previous step's metrics: keeps one step in flight
             pending.append((step + 1, metrics))
             done = step + 1
@@ -417,7 +427,9 @@ class Trainer:
     def save(self, step: int) -> None:
         data_state = {"train": {"fingerprint": self.train_source.fingerprint, "state": self.train_source.get_state()}}
         meta = {"config_fingerprint": self.cfg.fingerprint(), "preset": self.cfg.preset, "steps": self.cfg.steps,
-                "model": self.model_cfg.model_dump(mode="json"), "jax": jax.__version__}
+                "model": self.model_cfg.model_dump(mode="json"), "jax": jax.__version__,
+                "data": self.cfg.data.model_dump(mode="json"), "seq_len": self.cfg.seq_len,
+                "batch_size": self.cfg.batch_size, "eval_batches": self.cfg.eval.batches}
         self.checkpointer.save(step, self.state, data_state, meta)
         for h in self.hooks:
             h.on_checkpoint(self, step)
