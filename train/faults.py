@@ -95,28 +95,25 @@ class FaultInjector:
         self.path = os.path.join(run_dir, "faults.json")
         self.done = _load(self.path)
         self.done.setdefault("killed", [])
+        self.done.setdefault("nan", [])
         self.schedule = dict(kill_schedule(cfg, steps))
-        self.last_step_t: float | None = None
-        self.step_dt: float | None = None             # recent step time (EMA)
+        self.step_dt: float | None = None             # the last step time
 
     @property
     def active(self) -> bool:
         return bool(self.schedule or self.cfg.bitflip or self.cfg.nan_at)
 
-    def on_step(self, trainer: Any, step: int) -> None:
-        now = time.time()
-        if self.last_step_t is not None:
-            dt = now - self.last_step_t
-            self.step_dt = dt if self.step_dt is None else 0.8 * self.step_dt + 0.2 * dt
-        self.last_step_t = now
+    def on_state(self, trainer: Any, step: int) -> None:
+        """The state after ``step`` is in place: the parameter faults strike here."""
         bf = self.cfg.bitflip
-        pending_nan = [s for s in self.cfg.nan_at if s not in self.done.setdefault("nan", [])]
-        if (bf is not None and not self.done.get("flipped")) or pending_nan:
-            at = int(trainer.state["step"])          # the state in place (a sync; fault injection only)
-            if bf is not None and not self.done.get("flipped") and at == bf.step:
-                self._corrupt(trainer, bf.tensor, bf.index, bf.bit, "bitflip", at)
-            if at in pending_nan:
-                self._corrupt(trainer, "", 0, None, "nan", at)
+        if bf is not None and not self.done.get("flipped") and step == bf.step:
+            self._corrupt(trainer, bf.tensor, bf.index, bf.bit, "bitflip", step)
+        if step in self.cfg.nan_at and step not in self.done.setdefault("nan", []):
+            self._corrupt(trainer, "", 0, None, "nan", step)
+
+    def on_step(self, trainer: Any, step: int, record: dict) -> None:
+        if record.get("step_time_s"):                 # the last timed step (pauses excluded)
+            self.step_dt = float(record["step_time_s"])
         if step in self.schedule and step not in self.done["killed"]:
             self.done["killed"].append(step)
             _store(self.path, self.done)               # before the kill: a redo of this step lives

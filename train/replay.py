@@ -80,27 +80,25 @@ class ReplayRecorder:
         self.metrics: dict[int, tuple[float, float]] = {}
         self.sums: dict[int, list] = {}
 
+    def on_state(self, trainer: Any, step: int) -> None:
+        self.pending.append(self._fn(trainer.state))       # dispatched; read back at a later record
+
     def on_step(self, trainer: Any, step: int, rec: dict) -> None:
         self.metrics[step] = (rec["loss"], rec["grad_norm"])
-        self._collect()
-        # the state in place now is the one after step `step` or `step + 1` (one step in flight);
-        # the device returns its step with the sums
-        self.pending.append(self._fn(trainer.state))
+        self._collect(keep_last=True)
         self._write()
 
-    def _collect(self) -> None:
+    def _collect(self, keep_last: bool = False) -> None:
+        """Read back the sums; the newest may still be computing (its step is in flight):
+        ``keep_last`` leaves it for the next record, so the pipeline does not stall."""
         import jax
-        for st, sums in jax.device_get(self.pending):
+        ready, self.pending = (self.pending[:-1], self.pending[-1:]) if keep_last else (self.pending, [])
+        for st, sums in jax.device_get(ready):
             self.sums[int(st)] = [[int(a), int(b)] for a, b in sums]
-        self.pending = []
 
     def _write(self, final: bool = False) -> None:
-        # the state of the first step after a (re)start is never in place at a record (it is
-        # donated to the next step before the first record is read): its record has no
-        # parameter checksums, and replay compares its loss and gradient norm only
-        top = max(self.sums, default=-1)
         for k in sorted(self.metrics):
-            if k in self.sums or k < top or final:
+            if k in self.sums or final:
                 loss, gnorm = self.metrics.pop(k)
                 self.f.write(json.dumps({"step": k, "loss": loss, "grad_norm": gnorm,
                                          "params": self.sums.pop(k, None)}) + "\n")

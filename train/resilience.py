@@ -84,6 +84,7 @@ class ReplicaWriter:
         return min(self.committed, key=lambda i: self.committed[i])
 
     def on_step(self, trainer, step: int) -> None:
+        """Commit the pending copy once its next step's record passed the guard."""
         j = self.job
         if j is not None and j.written.is_set():
             if j.error is not None:
@@ -100,6 +101,9 @@ class ReplicaWriter:
                 except ReplicaError as e:
                     say(f"replica: commit failed ({e})")
                 self.job = None
+
+    def on_state(self, trainer, step: int) -> None:
+        """Every ``every`` steps: start a copy of the state after ``step``."""
         if step % self.every:
             return
         if self.job is not None:
@@ -357,11 +361,19 @@ class Resilience(Hook):
         if self.meter is not None:
             self.meter.phase(name, t0, seconds)
 
+    def on_state(self, trainer, step: int) -> None:
+        if self.faults is not None:
+            self.faults.on_state(trainer, step)
+        if self.recorder is not None:
+            self.recorder.on_state(trainer, step)
+        if self.writer is not None:
+            self.writer.on_state(trainer, step)
+
     def on_step(self, trainer, step: int, record: dict) -> None:
         if self.meter is not None:
             self.meter.step(step)
         if self.faults is not None:
-            self.faults.on_step(trainer, step)
+            self.faults.on_step(trainer, step, record)
         if self.guard is not None:
             ev = self.guard.check(step, record["loss"], record["grad_norm"])
             if ev is not None:

@@ -87,6 +87,10 @@ class Hook:
     def on_phase(self, trainer: "Trainer", name: str, t0: float, seconds: float) -> None:
         """A non-step part of the run finished: restore, compile, eval, checkpoint, peak, end."""
 
+    def on_state(self, trainer: "Trainer", step: int) -> None:
+        """The state after ``step`` was just put in place (dispatched, maybe still computing;
+        the next step donates it).  Called once per step, before that step's record."""
+
 
 class Rollback(Exception):
     """Raised by a hook's ``on_step`` after it has put an earlier state (step ``step``) in
@@ -450,6 +454,8 @@ class Trainer:
                 batch = self._with_sources(self.train_source.next_batch())
                 validate_batch(batch, cfg.batch_size, cfg.seq_len, self.model_cfg.vocab_size)
             self.state, metrics = compiled(self.state, put_batch(batch, self.batch_sharding))
+            for h in self.hooks:
+                h.on_state(self, step + 1)
             drain()                      # the previous step's metrics: keeps one step in flight
             pending.append((step + 1, metrics))
             done = step + 1
