@@ -71,6 +71,9 @@ def test_tree_checksums_equal_numpy_and_catch_a_flipped_bit_or_a_swap():
     leaves = [np.asarray(x) for x in jax.tree.leaves(tree)]
     dev = np.asarray(integrity.tree_checksums(tree))
     assert dev.shape == (4, 2) and (dev == integrity.host_checksums(leaves)).all()
+    assert (integrity.checksums(tree) == dev).all()                  # the CPU path: numpy on the buffers
+    big = np.random.default_rng(0).standard_normal(200_003).astype(np.float32)   # several chunks, a ragged end
+    assert (integrity.host_checksums([big]) == np.asarray(integrity.tree_checksums([jnp.asarray(big)]))).all()
     for i, x in enumerate(leaves):
         y = x.copy()
         if y.dtype == np.bool_:
@@ -97,8 +100,7 @@ def test_checkpoint_files_verify_and_a_flipped_byte_is_named(tmp_path):
     assert integrity.wait_finished(run, 3, timeout=60)
     c.close()
     assert integrity.verify_files(run, 3) == (None, "no checksums recorded")
-    m = integrity.write_manifest(run, 3, integrity.as_dict(integrity.leaf_paths(state),
-                                                            integrity.tree_checksums(state)))
+    m = integrity.write_manifest(run, 3)
     assert len(m["files"]) >= 5 and integrity.verify_files(run, 3) == (True, "")
     step, f = corrupt_checkpoint(run)
     ok, why = integrity.verify_files(run, 3)
@@ -115,7 +117,7 @@ from train.replica import ReplicaClient, layout, slot_size, write_slot
 run_dir = sys.argv[1]
 c = ReplicaClient(run_dir, idle_timeout=60)
 def manifest(step, arrays):
-    shapes, dtypes = [list(a.shape) for a in arrays], [a.dtype.str for a in arrays]
+    shapes, dtypes = [list(a.shape) for a in arrays], [a.dtype.name for a in arrays]
     offs, n = layout([tuple(s) for s in shapes], dtypes)
     return {"step": step, "shapes": shapes, "dtypes": dtypes, "offsets": offs, "data_bytes": n}
 a = [np.arange(100_000, dtype=np.float32), np.array([1, 2, 3], np.int32)]
@@ -143,7 +145,7 @@ def test_replica_outlives_a_writer_killed_mid_copy_and_serves_the_complete_slot(
     assert _alive(holder)                                 # the writer's death did not take it down
     c = ReplicaClient(run_dir, spawn=False)
     assert c.pid == holder
-    assert [s["step"] for s in c.slots()] == [1, None]    # the half-written slot is invalid
+    assert [s["step"] for s in c.slots()] == [1, None, None]    # the half-written slot is invalid
     manifest, mm = c.latest()
     arrays = read_slot(mm, manifest)
     mm.close()
@@ -159,10 +161,15 @@ def test_replica_outlives_a_writer_killed_mid_copy_and_serves_the_complete_slot(
 def test_replica_holder_resets_for_a_fresh_run_dir_and_exits_when_idle(run_dir):
     c = ReplicaClient(run_dir, idle_timeout=1.5)
     assert c.spawned
-    a = [np.ones(10, np.float32)]
-    offs, n = layout([(10,)], [a[0].dtype.str])
-    m = {"step": 4, "shapes": [[10]], "dtypes": [a[0].dtype.str], "offsets": offs, "data_bytes": n}
+    a = [np.linspace(-3, 3, 10).astype(jnp.bfloat16), np.arange(7, dtype=np.int32)]
+    dtypes = [x.dtype.name for x in a]
+    offs, n = layout([x.shape for x in a], dtypes)
+    m = {"step": 4, "shapes": [list(x.shape) for x in a], "dtypes": dtypes, "offsets": offs, "data_bytes": n}
     c.commit(0, 4, *write_slot(c.open_slot(0, slot_size(n, 1024)), a, m))
+    manifest, mm = c.latest()
+    back = read_slot(mm, manifest)
+    mm.close()
+    assert dtypes == ["bfloat16", "int32"] and all(x.dtype == y.dtype and np.array_equal(x, y) for x, y in zip(a, back))
     pid = c.pid
     c.close()
     os.remove(os.path.join(run_dir, "replica", "holder.json"))     # what --fresh does
@@ -212,13 +219,14 @@ def test_goodput_accounting_of_a_failure():
 # ---- guard ------------------------------------------------------------------------------------------
 
 def test_loss_guard_spikes_nans_escalation_and_limits():
-    g = LossGuard(GuardConfig(window=10, min_history=5, z=6.0, min_delta=0.5, on_nan="rollback", max_events=3))
+    g = LossGuard(GuardConfig(window=10, min_history=5, z=6.0, min_delta=0.5, on_nan="rollback", on_spike="skip",
+                              max_events=3))
     for s, loss in enumerate([3.0, 3.02, 2.98, 3.01, 2.99, 3.0, 3.03], 1):
         assert g.check(s, loss, 1.0) is None
     assert g.check(8, 3.3, 1.0) is None                    # within min_delta of the median
     ev = g.check(9, 4.0, 1.0)
     assert ev.kind == "spike" and ev.threshold == pytest.approx(3.505) and "loss spike at step 9" in ev.describe()
-    assert g.action(ev, 17) == "skip"                      # on_spike default
+    assert g.action(ev, 17) == "skip"
     nan = g.check(10, float("nan"), 1.0)
     assert nan.kind == "nan" and g.check(10, 3.0, float("inf")).kind == "nan"
     assert g.action(nan, 18) == "rollback"                 # a transient fault is rolled back ...
@@ -226,7 +234,7 @@ def test_loss_guard_spikes_nans_escalation_and_limits():
     assert g.action(nan, 19) == "stop"                     # more than max_events
     g.forget_after(5)
     assert list(g.history) == [1, 2, 3, 4, 5]
-    assert LossGuard(GuardConfig(on_spike="warn")).action(ev, 1) == "warn"
+    assert LossGuard(GuardConfig()).action(ev, 1) == "warn"                  # the default for spikes
 
 
 def test_guarded_source_skips_exactly_and_its_state_round_trips():

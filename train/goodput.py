@@ -98,24 +98,28 @@ def attempt_times() -> dict[str, Any]:
 
 
 class GoodputMeter:
-    """The trainer-side clock: each step's wall time since the previous step or phase."""
+    """The trainer-side clock: each step's wall time since the previous step, less the
+    phases in between (eval, checkpoint, replica refresh, ...), which are logged apart."""
+
+    RESET = ("restore", "compile", "end")       # phases outside the loop: the clock starts after them
 
     def __init__(self, log: EventLog):
         self.log = log
         self.mark: float | None = None
+        self.paused = 0.0
 
     def phase(self, name: str, t0: float, seconds: float) -> None:
         self.log.write("phase", name=name, t0=t0, dt=seconds)
-        self.mark = t0 + seconds
+        if name in self.RESET or self.mark is None:
+            self.mark, self.paused = t0 + seconds, 0.0
+        else:
+            self.paused += seconds
 
     def step(self, step: int) -> None:
         now = time.time()
         if self.mark is not None:
-            self.log.write("step", step=step, dt=now - self.mark)
-        self.mark = now
-
-    def reset_mark(self) -> None:
-        self.mark = time.time()
+            self.log.write("step", step=step, dt=max(0.0, now - self.mark - self.paused))
+        self.mark, self.paused = now, 0.0
 
 
 def account(events: list[dict]) -> dict[str, Any]:

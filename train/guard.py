@@ -59,10 +59,15 @@ class LossGuard:
             thr = med + max(self.cfg.min_delta, self.cfg.z * 1.4826 * mad)
             if loss > thr:
                 return GuardEvent("spike", step, loss, grad_norm, thr, med)
+        self.accept(step, loss)
+        return None
+
+    def accept(self, step: int, loss: float) -> None:
+        """Count ``loss`` as normal (also a ``warn``-ed spike: the detector follows level shifts,
+        e.g. a new mixture stage)."""
         self.history[step] = loss
         while len(self.history) > self.cfg.window:
             self.history.popitem(last=False)
-        return None
 
     def action(self, ev: GuardEvent, inner_index: int | None) -> str:
         """skip | rollback | warn | stop for this event (``rollback`` escalates to ``skip``

@@ -10,16 +10,18 @@ Linux host and nothing else.
 How:
 * The **holder** (``python -m train.replica serve``) is a small numpy-free process the
   trainer starts in its own session (``start_new_session=True``), so a SIGKILL of the
-  trainer or of its process group leaves it running.  It owns two memory slots
+  trainer or of its process group leaves it running.  It owns three memory slots
   (``memfd_create``: anonymous shared memory, no /dev/shm size limit, freed by the kernel
   when the holder exits) and answers requests on an abstract Unix socket named after the
   run directory (SOCK_SEQPACKET, JSON messages, slot file descriptors passed with
   SCM_RIGHTS; only processes of the same user are served).
-* **Double buffer**: a refresh writes into the slot that does not hold the freshest
-  replica.  ``open`` first marks that slot invalid at the holder; ``commit`` (sent only
-  after the write finished and the guard passed that step) marks it complete with its
-  step.  A trainer killed mid-write leaves an invalid slot and the other, complete one:
-  ``latest`` only ever returns a committed slot ("the freshest complete replica").
+* **Multiple buffering**: a refresh writes into the slot holding the oldest replica, never
+  into the two newest.  ``open`` first marks that slot invalid at the holder; ``commit``
+  (sent only after the write finished and the guard passed that step) marks it complete
+  with its step.  A trainer killed mid-write leaves an invalid slot and complete ones:
+  ``latest`` only ever returns a committed slot ("the freshest complete replica").  Three
+  slots let a refresh every step keep the freshest state for restarts and, one older,
+  the state the loss guard rolls back to.
 * A slot holds the state's tensors (64-byte aligned) followed by a JSON manifest: tensor
   paths, dtypes, shapes, offsets, per-tensor checksums (train/integrity.py), the data
   source's state and the config/data fingerprints.  Restore verifies the checksums after
@@ -52,7 +54,7 @@ from typing import Any
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ALIGN = 64
 MAX_MSG = 1 << 16
-N_SLOTS = 2
+N_SLOTS = 3
 
 
 class ReplicaError(RuntimeError):
@@ -201,6 +203,10 @@ class Holder:
             step, i = max(ok)
             s = self.slots[i]
             return {"ok": True, "slot": i, "step": step, "size": s["size"], "manifest": s["manifest"]}, s["fd"]
+        if op == "invalidate":
+            s = self.slots[int(msg["slot"])]
+            s["step"] = s["manifest"] = None
+            return {"ok": True}, None
         if op == "shutdown":
             self.running = False
             return {"ok": True}, None
@@ -344,20 +350,24 @@ class ReplicaClient:
         self.request({"op": "commit", "slot": slot, "step": step, "manifest_off": manifest_off,
                       "manifest_len": manifest_len})
 
-    def latest(self, max_step: int | None = None) -> tuple[dict, mmap.mmap] | None:
-        """(manifest, read-only mapping) of the freshest committed slot (at or before
-        ``max_step``), or None.  The caller closes the mapping."""
+    def invalidate(self, slot: int) -> None:
+        self.request({"op": "invalidate", "slot": slot})
+
+    def latest(self, max_step: int | None = None) -> tuple[dict, "SlotFile"] | None:
+        """(manifest, slot file) of the freshest committed slot (at or before ``max_step``),
+        or None.  The caller closes the slot file."""
         reply, fd = self.request({"op": "latest", "max_step": max_step})
         if reply["slot"] is None:
             return None
-        try:
-            m = mmap.mmap(fd, reply["size"], prot=mmap.PROT_READ)
-        finally:
-            os.close(fd)
+        f = SlotFile(fd)
         off, n = reply["manifest"]
-        manifest = json.loads(m[off:off + n])
+        try:
+            manifest = json.loads(os.pread(fd, n, off))
+        except (OSError, ValueError):
+            f.close()
+            raise
         manifest["slot"], manifest["committed_step"] = reply["slot"], reply["step"]
-        return manifest, m
+        return manifest, f
 
     def shutdown(self) -> None:
         try:
@@ -378,15 +388,46 @@ class ReplicaClient:
             self.sock = None
 
 
+class SlotFile:
+    """A committed slot, read with pread (no page faults of a fresh mapping)."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def read_into(self, buf, offset: int) -> None:
+        view = memoryview(buf).cast("B")
+        done = 0
+        while done < len(view):
+            n = os.preadv(self.fd, [view[done:]], offset + done)
+            if n <= 0:
+                raise ReplicaError("short read from a replica slot")
+            done += n
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
 # ---- slot layout --------------------------------------------------------------------------------
 
+def dtype_of(name: str):
+    """numpy dtype from its name, including ml_dtypes' bfloat16 / float8 types."""
+    import numpy as np
+    try:
+        return np.dtype(name)
+    except TypeError:
+        import ml_dtypes
+        return np.dtype(getattr(ml_dtypes, name))
+
+
 def layout(shapes: list[tuple[int, ...]], dtypes: list[str]) -> tuple[list[int], int]:
-    """64-byte aligned offsets of the tensors and the end of the tensor area."""
+    """64-byte aligned offsets of the tensors (dtypes by name) and the end of the tensor area."""
     import numpy as np
     offs, pos = [], 0
     for shape, dt in zip(shapes, dtypes):
         offs.append(pos)
-        n = int(np.prod(shape, dtype=np.int64)) * np.dtype(dt).itemsize
+        n = int(np.prod(shape, dtype=np.int64)) * dtype_of(dt).itemsize
         pos += (n + ALIGN - 1) // ALIGN * ALIGN
     return offs, pos
 
@@ -405,13 +446,15 @@ def write_slot(m: mmap.mmap, arrays: list, manifest: dict) -> tuple[int, int]:
     return off, len(blob)
 
 
-def read_slot(m: mmap.mmap, manifest: dict) -> list:
-    """Copies (not views) of the slot's tensors."""
+def read_slot(f: "SlotFile", manifest: dict) -> list:
+    """The slot's tensors, read into fresh arrays."""
     import numpy as np
     out = []
     for dt, shape, off in zip(manifest["dtypes"], manifest["shapes"], manifest["offsets"]):
-        n = int(np.prod(shape, dtype=np.int64))
-        out.append(np.frombuffer(m, dtype=np.dtype(dt), count=n, offset=off).reshape(shape).copy())
+        a = np.empty(shape, dtype_of(dt))
+        if a.size:
+            f.read_into(a.reshape(-1).view(np.uint8), off)
+        out.append(a)
     return out
 
 

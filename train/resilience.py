@@ -14,9 +14,10 @@ Orbax has finished the save.
 
 Restore (the trainer asks this hook first): candidates are the holder's freshest
 complete replica and the Orbax checkpoints; the freshest one that verifies wins (a
-replica on ties: it is a memory copy).  Checkpoints are verified by file sha256 and,
-after loading, by per-tensor checksums; a corrupt one is moved to ``<run_dir>/corrupt/``
-with a log line and the next older one is tried.  The console and resilience.jsonl say
+replica on ties: it is a memory copy).  Replicas are verified by their per-tensor
+checksums, checkpoints by the sha256 of their files (an unreadable one fails its
+restore); a corrupt checkpoint is moved to ``<run_dir>/corrupt/`` with a log line and the
+next older one is tried.  The console and resilience.jsonl say
 which source was used and how long it took.
 """
 from __future__ import annotations
@@ -38,7 +39,7 @@ from train import integrity
 from train.config import TrainConfig
 from train.goodput import EventLog, GoodputMeter, account, attempt_times, read_events, report_lines, summary_line
 from train.guard import GuardedSource, GuardEvent, LossGuard
-from train.replica import ReplicaClient, ReplicaError, layout, read_slot, slot_size, write_slot
+from train.replica import N_SLOTS, ReplicaClient, ReplicaError, layout, read_slot, slot_size, write_slot
 from train.trainer import Hook, Rollback, say
 
 
@@ -49,13 +50,13 @@ def _flat_abstract(trainer) -> tuple[list[str], list, Any]:
 
 @jax.jit
 def _snapshot(state):
-    """An on-device copy of the state (the step may donate the original) and its checksums."""
-    return jax.tree.map(jnp.copy, state), integrity._tree_sums(state)
+    """An on-device copy of the state (the next step donates the original)."""
+    return jax.tree.map(jnp.copy, state)
 
 
 class _Job:
-    def __init__(self, slot: int, snap: Any, sums: Any, data_state: dict, meta: dict):
-        self.slot, self.snap, self.sums, self.data_state, self.meta = slot, snap, sums, data_state, meta
+    def __init__(self, slot: int, snap: Any, data_state: dict, meta: dict):
+        self.slot, self.snap, self.data_state, self.meta = slot, snap, data_state, meta
         self.step: int | None = None
         self.manifest: tuple[int, int] | None = None
         self.error: Exception | None = None
@@ -65,10 +66,10 @@ class _Job:
 
 class ReplicaWriter:
     """Every ``every`` steps: copy the state on the device (the only stall), then in a
-    background thread copy it to the free slot of the holder; commit it once it is vetted:
-    the record of the step after it (whose loss and gradients were computed from it) has
-    passed the guard.  So a committed replica never holds a state that produced a NaN or
-    a spike, and the guard can roll back to the freshest one."""
+    background thread copy it to the holder's slot with the oldest replica; commit it once
+    the write is complete and its step's record passed the guard.  A restart after a crash
+    takes the freshest; the guard rolls back to the newest one at least two steps before a
+    bad record (the state whose next step was still fine), and drops newer ones."""
 
     def __init__(self, client: ReplicaClient, every: int, trainer, events: EventLog):
         self.client, self.every, self.events = client, every, events
@@ -79,9 +80,8 @@ class ReplicaWriter:
         self.failed = False
 
     def _free_slot(self) -> int:
-        if len(self.committed) < 2:
-            return next(i for i in (0, 1) if i not in self.committed)
-        return min(self.committed, key=lambda i: self.committed[i])
+        free = [i for i in range(N_SLOTS) if i not in self.committed]
+        return free[0] if free else min(self.committed, key=lambda i: self.committed[i])
 
     def on_step(self, trainer, step: int) -> None:
         """Commit the pending copy once its next step's record passed the guard."""
@@ -92,7 +92,7 @@ class ReplicaWriter:
                     say(f"replica: refresh failed ({type(j.error).__name__}: {j.error}); will retry")
                 self.failed = True
                 self.job = None
-            elif j.step < step:             # the next step's record (computed from this state) passed
+            elif j.step <= step:            # the record of the step that made this state passed
                 try:
                     self.client.commit(j.slot, j.step, *j.manifest)
                     self.committed[j.slot] = j.step
@@ -117,12 +117,12 @@ class ReplicaWriter:
                 say(f"replica: holder unavailable ({e}); no replicas this attempt")
                 self.every = 1 << 62
                 return
-        snap, sums = _snapshot(trainer.state)
+        snap = _snapshot(trainer.state)
         src = trainer.train_source
         slot = self._free_slot()
         self.committed.pop(slot, None)
-        job = _Job(slot, snap, sums, {"fingerprint": src.fingerprint, "state": src.get_state()},
-                   {"config_fingerprint": trainer.cfg.fingerprint(), "steps": trainer.cfg.steps})
+        job = _Job(slot, snap, {"fingerprint": src.fingerprint, "state": src.get_state()},
+               {"config_fingerprint": trainer.cfg.fingerprint(), "steps": trainer.cfg.steps})
         job.thread = threading.Thread(target=self._write, args=(job,), daemon=True, name="replica-writer")
         job.thread.start()
         self.job = job
@@ -133,10 +133,11 @@ class ReplicaWriter:
             leaves = jax.tree.leaves(j.snap)
             j.step = int(np.asarray(j.snap["step"]))
             host = [np.asarray(x) for x in leaves]             # device -> host (a view on CPU)
-            shapes, dtypes = [list(h.shape) for h in host], [h.dtype.str for h in host]
+            sums = integrity.host_checksums(host)
+            shapes, dtypes = [list(h.shape) for h in host], [h.dtype.name for h in host]
             offs, data_bytes = layout([tuple(s) for s in shapes], dtypes)
             manifest = {"step": j.step, "paths": self.paths, "shapes": shapes, "dtypes": dtypes, "offsets": offs,
-                        "data_bytes": data_bytes, "sums": np.asarray(j.sums).tolist(), "data_state": j.data_state,
+                        "data_bytes": data_bytes, "sums": sums.tolist(), "data_state": j.data_state,
                         "meta": j.meta, "time": time.time()}
             size = slot_size(data_bytes, len(json.dumps(manifest)))
             m = self.client.open_slot(j.slot, size)
@@ -145,7 +146,7 @@ class ReplicaWriter:
         except Exception as e:  # noqa: BLE001 - reported by the main thread
             j.error = e
         finally:
-            j.snap = j.sums = None
+            j.snap = None
             j.written.set()
 
     def discard(self) -> None:
@@ -154,6 +155,16 @@ class ReplicaWriter:
             j.written.wait()
             if self.committed is not None:
                 self.committed.pop(j.slot, None)
+
+    def drop_after(self, step: int) -> None:
+        """After a rollback to ``step``: newer replicas hold the abandoned trajectory."""
+        for slot, s in list((self.committed or {}).items()):
+            if s > step:
+                try:
+                    self.client.invalidate(slot)
+                except ReplicaError:
+                    pass
+                del self.committed[slot]
 
     def close(self) -> None:
         self.discard()
@@ -193,7 +204,6 @@ class Resilience(Hook):
                  for k, dt in (("inputs", jnp.int32), ("targets", jnp.int32), ("segment_ids", jnp.int32),
                                ("positions", jnp.int32), ("loss_mask", jnp.float32), ("source_ids", jnp.int32))}
         trainer._make_eval().lower(st["params"], batch).compile()
-        integrity._tree_sums.lower(st).compile()                          # replica restore, checkpoints
         if self.r.replica.enabled:
             _snapshot.lower(st).compile()
         if self.r.replay.record:
@@ -254,10 +264,7 @@ class Resilience(Hook):
         finally:
             for c in cands:
                 if c[2] == "replica":
-                    try:
-                        c[3][1].close()
-                    except (BufferError, ValueError):
-                        pass
+                    c[3][1].close()
         if any(c[2] == "checkpoint" for c in cands):
             say("no usable checkpoint or replica: starting from step 0")
         trainer.init_fresh()
@@ -276,21 +283,18 @@ class Resilience(Hook):
                 return "it belongs to a run with another config"
             if manifest["data_state"]["fingerprint"] != trainer.train_source.fingerprint:
                 return "it belongs to other data"
-            if manifest["paths"] != paths or any(list(a.shape) != s or np.dtype(a.dtype).str != d for a, s, d in
+            if manifest["paths"] != paths or any(list(a.shape) != s or np.dtype(a.dtype).name != d for a, s, d in
                                                  zip(abstract, manifest["shapes"], manifest["dtypes"])):
                 return "its tensors do not match this model"
             host = read_slot(mm, manifest)
         finally:
-            try:
-                mm.close()
-            except (BufferError, ValueError):
-                pass
-        leaves = [jax.device_put(h, a.sharding) for h, a in zip(host, abstract)]
-        state = jax.tree.unflatten(treedef, leaves)
+            mm.close()
         bad = integrity.diff_sums(integrity.as_dict(paths, manifest["sums"]),
-                                  integrity.as_dict(paths, integrity.tree_checksums(state)))
+                                  integrity.as_dict(paths, integrity.host_checksums(host)))
         if bad:
             return f"checksum mismatch in {bad[0]}" + (f" and {len(bad) - 1} more" if len(bad) > 1 else "")
+        leaves = [jax.device_put(h, a.sharding) for h, a in zip(host, abstract)]
+        state = jax.tree.unflatten(treedef, leaves)
         if manifest["step"] != int(state["step"]):
             return "its step does not match its manifest"
         trainer.state = state
@@ -315,13 +319,6 @@ class Resilience(Hook):
         except Exception as e:  # noqa: BLE001 - unreadable checkpoint: try the previous one
             self._quarantine(trainer, step, f"restore failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
             return False
-        m = integrity.read_manifest(trainer.run_dir, step) if self.r.checksums else None
-        if m and m.get("arrays"):
-            paths = _flat_abstract(trainer)[0]
-            bad = integrity.diff_sums(m["arrays"], integrity.as_dict(paths, integrity.tree_checksums(trainer.state)))
-            if bad:
-                self._quarantine(trainer, step, f"tensor checksum mismatch in {bad[0]}")
-                return False
         self._rebase(trainer, step)
         return True
 
@@ -391,6 +388,7 @@ class Resilience(Hook):
                           threshold=ev.threshold, action=act, batch=idx)
         say(f"guard: {ev.describe()} -> {act}" + (f" (batch {idx})" if act == "skip" else ""))
         if act == "warn":
+            self.guard.accept(ev.step, ev.loss)
             return
         if act == "stop":
             raise FloatingPointError(f"guard: {ev.describe()}; stopping (event {self.guard.events}, "
@@ -405,6 +403,8 @@ class Resilience(Hook):
         step, source = self._restore_best(trainer, ev.step - 2)
         if act == "skip" and idx is not None:
             src.skip.add(idx)
+        if self.writer is not None:
+            self.writer.drop_after(step)
         mgr = trainer.checkpointer.manager
         for c in list(mgr.all_steps()):
             if c > step:                 # saved on the abandoned trajectory; redone from here
@@ -421,14 +421,11 @@ class Resilience(Hook):
     def on_checkpoint(self, trainer, step: int) -> None:
         if not self.r.checksums:
             return
-        sums = integrity.tree_checksums(trainer.state)
-        paths = _flat_abstract(trainer)[0]
         run_dir = trainer.run_dir
 
         def work():
-            arrays = integrity.as_dict(paths, jax.device_get(sums))
             if integrity.wait_finished(run_dir, step):
-                integrity.write_manifest(run_dir, step, arrays)
+                integrity.write_manifest(run_dir, step)
             steps = {int(n) for n in os.listdir(os.path.join(run_dir, "checkpoints")) if n.isdigit()}
             integrity.prune_manifests(run_dir, steps | {step})
 

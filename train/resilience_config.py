@@ -18,7 +18,7 @@ class _Strict(BaseModel):
 
 class ReplicaConfig(_Strict):
     """In-memory replica of the train state in a holder process outside the trainer
-    (train/replica.py).  Costs 2 x the state in host memory (double buffer) and, every
+    (train/replica.py).  Costs 3 x the state in host memory (three slots) and, every
     ``every`` steps, one on-device copy of the state plus a background device->host copy."""
     enabled: bool = False
     every: int = Field(5, gt=0)                  # steps between refreshes
@@ -32,10 +32,13 @@ class GuardConfig(_Strict):
     """Loss-spike and NaN guard (train/guard.py).  On an event: ``skip`` rolls back to the
     last vetted state (replica, else checkpoint) and skips the offending batch; ``rollback``
     rolls back without skipping (a transient fault) and escalates to ``skip`` when the same
-    batch trips again; ``warn`` only logs; ``stop`` fails the run."""
+    batch trips again; ``warn`` only logs (and the spike detector adapts to the new level);
+    ``stop`` fails the run.  Spikes default to ``warn``: a level shift such as a new mixture
+    stage looks like a spike to any detector, and skipping every batch of it would stop the
+    run after ``max_events``; set ``skip`` for the PaLM recipe."""
     enabled: bool = True
     on_nan: Literal["skip", "rollback", "stop"] = "skip"
-    on_spike: Literal["skip", "rollback", "warn", "stop"] = "skip"
+    on_spike: Literal["skip", "rollback", "warn", "stop"] = "warn"
     window: int = Field(50, ge=4)                 # recent accepted losses the spike test uses
     min_history: int = Field(20, ge=2)            # no spike test before this many steps
     z: float = Field(6.0, gt=0)                   # spike: loss > median + max(min_delta, z * robust std)

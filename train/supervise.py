@@ -5,8 +5,8 @@ standby that takes over without paying for start-up and compilation again.
     python -m train.supervise --standby --max-restarts 20 -- --preset cpu ...
 
 Everything after ``--`` is what ``python -m train`` takes.  The trainer runs as a child
-process; when it dies (a signal, or an exit status other than 0, 2 = bad config/data, or
-130 = interrupted) the supervisor starts it again and it resumes from the freshest
+process; when it dies (a signal, or an exit status other than 0, 2 = bad config/data,
+3 = the loss diverged, 130 = interrupted) the supervisor starts it again and it resumes from the freshest
 replica or checkpoint (train/resilience.py).
 
 ``--standby``: once the active trainer trains, a second trainer process starts, imports
@@ -79,6 +79,9 @@ def worker(train_args: list[str], standby: bool, compile_only: bool = False) -> 
     except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 2
+    except FloatingPointError as e:           # the loss diverged (the guard gave up): a restart would too
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 3
     except KeyboardInterrupt:
         return 130
     return 0
@@ -161,7 +164,7 @@ def supervise(train_args: list[str], max_restarts: int, standby: bool) -> int:
                 if standby and spare is None and active.training.is_set():
                     spare = Worker(args, standby=True, prefix="[standby] ")
             rc, died = active.proc.returncode, active.exit_t
-            if rc in (0, 2, 130):
+            if rc in (0, 2, 3, 130):
                 if spare is not None:
                     spare.stop()
                 if rc == 0 and restarts:
