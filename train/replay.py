@@ -193,6 +193,11 @@ class Replayer:
         self._sums = checksums
         self.at: int | None = None          # the step of the state in place (None: none)
 
+    def close(self) -> None:
+        import shutil
+        self.manager.close()
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
     def checkpoints(self) -> list[int]:
         self.manager.reload()
         return sorted(self.manager.all_steps())
@@ -319,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     if not records:
         print(f"error: no replay records in {replay_dir(a.run_dir)}", file=sys.stderr)
         return 2
+    rp = None
     try:
         rp = Replayer(a.run_dir, say=say)
         if a.step is not None:
@@ -354,6 +360,9 @@ def main(argv: list[str] | None = None) -> int:
     except ReplayError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    finally:
+        if rp is not None:
+            rp.close()
 
 
 if __name__ == "__main__":
