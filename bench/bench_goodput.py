@@ -13,7 +13,7 @@ step and a random fraction into the step after it (train/faults.py; a kill alrea
 is not repeated after the restart).  The only difference:
 
 * ``replica``: resilience.replica.enabled, refreshed every ``--replica-every`` steps
-  (committed once the next step's record vetted it) -> restores from memory;
+  (written in the background, committed once complete) -> restores from memory;
 * ``disk``:    no replica -> restores from the newest checkpoint (sha256 + tensor checksums
   verified) and recomputes the steps since.
 

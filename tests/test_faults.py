@@ -86,7 +86,7 @@ def reference(tmp_path_factory):
     return str(d)
 
 
-def test_sigkills_recover_from_the_replica_and_the_guard_rolls_back_a_nan_bitwise(reference, run_dir):
+def test_sigkills_recover_from_the_replica_and_the_guard_rolls_back_a_nan_bitwise(reference, run_dir, capsys):
     out, _ = run("train.supervise", "--standby", "--", *COMMON, "--run-dir", run_dir,
                  "--set", "resilience.replica.enabled=true", "--set", "resilience.replica.every=2",
                  "--set", "resilience.faults.kill_at=[5,13]", "--set", "resilience.faults.nan_at=[9]",
@@ -105,6 +105,11 @@ def test_sigkills_recover_from_the_replica_and_the_guard_rolls_back_a_nan_bitwis
     assert [e["kind"] for e in events if e["ev"] == "fault"] == ["kill", "nan", "kill"]
     report = open(os.path.join(run_dir, "report.md")).read()
     assert "## Goodput" in report and "| restore |" in report and "| 2 |" in report
+    from train.goodput import main as goodput_cli
+    capsys.readouterr()
+    assert goodput_cli([run_dir]) == 0
+    table = capsys.readouterr().out
+    assert table.startswith("goodput ") and "| killed step |" in table and "| replica |" in table, table
 
 
 def test_a_corrupt_checkpoint_is_detected_skipped_and_the_run_ends_bitwise(reference, run_dir):

@@ -3,8 +3,9 @@
 ``LossGuard.check`` looks at each step's record: a non-finite loss or gradient norm is a
 ``nan`` event; a loss above ``median + max(min_delta, z * 1.4826 * MAD)`` of the last
 ``window`` accepted losses (after ``min_history`` of them) is a ``spike``.  What happens
-next is the resilience hook's job (train/resilience.py): roll back to the last vetted state
-(in-memory replica, else checkpoint), and for ``skip`` also drop the batch that tripped
+next is the resilience hook's job (train/resilience.py): roll back to the last trusted state
+(in-memory replica, else checkpoint, at least two steps before the bad record: record s
+was computed from the state after s-1), and for ``skip`` also drop the batch that tripped
 (the PaLM recipe: restart before the spike, skip the offending data).  ``rollback``
 without a skip treats the event as transient; if the same batch trips again the guard
 escalates to ``skip``.

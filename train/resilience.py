@@ -8,7 +8,7 @@ One ``Hook`` (train/trainer.py) owning, in this order on every step:
   2. fault injection        (train/faults.py)     only when resilience.faults asks for it
   3. loss-spike/NaN guard   (train/guard.py)      may roll back (raises trainer.Rollback)
   4. replay records         (train/replay.py)     loss, grad norm, parameter checksums
-  5. replica refresh        (train/replica.py)    snapshot every N steps, commit once vetted
+  5. replica refresh        (train/replica.py)    snapshot every N steps, written in the background
 and at every checkpoint the checksums (train/integrity.py), written in the background once
 Orbax has finished the save.
 
@@ -65,11 +65,12 @@ class _Job:
 
 
 class ReplicaWriter:
-    """Every ``every`` steps: copy the state on the device (the only stall), then in a
-    background thread copy it to the holder's slot with the oldest replica; commit it once
-    the write is complete and its step's record passed the guard.  A restart after a crash
-    takes the freshest; the guard rolls back to the newest one at least two steps before a
-    bad record (the state whose next step was still fine), and drops newer ones."""
+    """Every ``every`` steps: copy the state on the device (the only stall in the loop),
+    then, in a background thread, to host memory, checksum it, write it into the holder's
+    slot with the oldest replica and commit it.  A restart after a crash takes the
+    freshest; the guard rolls back to the newest one at least two steps before a bad
+    record (the last state whose next step was still fine) and drops newer ones.  A
+    refresh that comes due while the previous copy is still being written is skipped."""
 
     def __init__(self, client: ReplicaClient, every: int, trainer, events: EventLog):
         self.client, self.every, self.events = client, every, events
@@ -83,30 +84,32 @@ class ReplicaWriter:
         free = [i for i in range(N_SLOTS) if i not in self.committed]
         return free[0] if free else min(self.committed, key=lambda i: self.committed[i])
 
-    def on_step(self, trainer, step: int) -> None:
-        """Commit the pending copy once its next step's record passed the guard."""
+    def _reap(self) -> bool:
+        """Finish the previous job if its thread is done; False while it still runs."""
         j = self.job
-        if j is not None and j.written.is_set():
-            if j.error is not None:
-                if not self.failed:
-                    say(f"replica: refresh failed ({type(j.error).__name__}: {j.error}); will retry")
-                self.failed = True
-                self.job = None
-            elif j.step <= step:            # the record of the step that made this state passed
-                try:
-                    self.client.commit(j.slot, j.step, *j.manifest)
-                    self.committed[j.slot] = j.step
-                    self.refreshes += 1
-                    self.failed = False
-                except ReplicaError as e:
-                    say(f"replica: commit failed ({e})")
-                self.job = None
+        if j is None:
+            return True
+        if not j.written.is_set():
+            return False
+        self.job = None
+        if j.error is not None:
+            if not self.failed:
+                say(f"replica: refresh failed ({type(j.error).__name__}: {j.error}); will retry")
+            self.failed = True
+        else:
+            self.committed[j.slot] = j.step
+            self.refreshes += 1
+            self.failed = False
+        return True
+
+    def on_step(self, trainer, step: int) -> None:
+        self._reap()
 
     def on_state(self, trainer, step: int) -> None:
         """Every ``every`` steps: start a copy of the state after ``step``."""
         if step % self.every:
             return
-        if self.job is not None:
+        if not self._reap():
             self.skipped += 1
             return
         t0 = time.time()
@@ -122,7 +125,7 @@ class ReplicaWriter:
         slot = self._free_slot()
         self.committed.pop(slot, None)
         job = _Job(slot, snap, {"fingerprint": src.fingerprint, "state": src.get_state()},
-               {"config_fingerprint": trainer.cfg.fingerprint(), "steps": trainer.cfg.steps})
+                   {"config_fingerprint": trainer.cfg.fingerprint(), "steps": trainer.cfg.steps})
         job.thread = threading.Thread(target=self._write, args=(job,), daemon=True, name="replica-writer")
         job.thread.start()
         self.job = job
@@ -140,9 +143,10 @@ class ReplicaWriter:
                         "data_bytes": data_bytes, "sums": sums.tolist(), "data_state": j.data_state,
                         "meta": j.meta, "time": time.time()}
             size = slot_size(data_bytes, len(json.dumps(manifest)))
-            m = self.client.open_slot(j.slot, size)
+            m = self.client.open_slot(j.slot, size)          # the slot is invalid from here ...
             j.manifest = write_slot(m, host, manifest)
             del host, leaves
+            self.client.commit(j.slot, j.step, *j.manifest)  # ... until this says it is complete
         except Exception as e:  # noqa: BLE001 - reported by the main thread
             j.error = e
         finally:
@@ -150,11 +154,11 @@ class ReplicaWriter:
             j.written.set()
 
     def discard(self) -> None:
-        j, self.job = self.job, None
+        """Wait for a copy in flight (a rollback follows; drop_after removes what it committed)."""
+        j = self.job
         if j is not None:
             j.written.wait()
-            if self.committed is not None:
-                self.committed.pop(j.slot, None)
+            self._reap()
 
     def drop_after(self, step: int) -> None:
         """After a rollback to ``step``: newer replicas hold the abandoned trajectory."""
@@ -444,7 +448,7 @@ class Resilience(Hook):
             self.writer.close()
             if self.writer.skipped:
                 say(f"replica: {self.writer.refreshes} refreshes; {self.writer.skipped} due ones skipped while the "
-                    "previous copy was being written or awaited its next step's record")
+                    "previous copy was still being written")
         if self.client is not None:
             if self.r.replica.keep_after_end:
                 self.client.close()

@@ -30,7 +30,7 @@ class ReplicaConfig(_Strict):
 
 class GuardConfig(_Strict):
     """Loss-spike and NaN guard (train/guard.py).  On an event: ``skip`` rolls back to the
-    last vetted state (replica, else checkpoint) and skips the offending batch; ``rollback``
+    last trusted state (replica, else checkpoint) and skips the offending batch; ``rollback``
     rolls back without skipping (a transient fault) and escalates to ``skip`` when the same
     batch trips again; ``warn`` only logs (and the spike detector adapts to the new level);
     ``stop`` fails the run.  Spikes default to ``warn``: a level shift such as a new mixture
