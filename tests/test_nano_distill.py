@@ -167,3 +167,11 @@ def test_teacher_errors_are_one_line(tmp_path, capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert err[-1].startswith("error:") and msg in err[-1], (argv, err)
+
+
+def test_distill_hook_implements_every_trainer_hook_method():
+    from train.distill import DistillHook
+    from train.trainer import Hook
+    missing = [m for m in vars(Hook) if not m.startswith("_") and callable(getattr(Hook, m))
+               and not callable(getattr(DistillHook, m, None))]
+    assert missing == []

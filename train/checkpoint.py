@@ -25,10 +25,10 @@ logging.getLogger("absl").setLevel(logging.WARNING)
 
 
 class Checkpointer:
-    def __init__(self, directory: str, *, keep: int = 3, async_save: bool = True):
+    def __init__(self, directory: str, *, keep: int = 3, async_save: bool = True, keep_period: int | None = None):
         self.directory = os.path.abspath(directory)
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True,
-                                               enable_async_checkpointing=async_save)
+                                               enable_async_checkpointing=async_save, keep_period=keep_period)
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "data", "meta"))
 
     def latest_step(self) -> int | None:

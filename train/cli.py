@@ -89,10 +89,11 @@ def main(argv: list[str] | None = None) -> int:
             print(describe(model_cfg, cfg.seq_len))
             print(cfg.model_dump_json(indent=2))
             return 0
+        from train.resilience import build_hooks
         from train.trainer import Trainer, fresh_run_dir
         if args.fresh:
             fresh_run_dir(cfg.run_dir)
-        Trainer(cfg, model_cfg, why=why).run()
+        Trainer(cfg, model_cfg, why=why, hooks=build_hooks(cfg)).run()
     except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

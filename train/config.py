@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from model.config import ConfigError, ModelConfig, Preset, load_preset
+from train.resilience_config import ResilienceConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIG = os.path.join(ROOT, "configs", "train", "default.yaml")
@@ -83,6 +84,8 @@ class DataConfig(_Strict):
 class CheckpointConfig(_Strict):
     every: int = Field(100, gt=0)
     keep: int = Field(3, gt=0)
+    #: also keep every checkpoint whose step is a multiple of this (states for `train.replay`)
+    keep_period: int | None = Field(None, gt=0)
     async_save: bool = True
 
 
@@ -140,6 +143,7 @@ class TrainConfig(_Strict):
     probes: ProbeConfig = ProbeConfig()
     log: LogConfig = LogConfig()
     distill: DistillConfig | None = None      # knowledge distillation (off when absent)
+    resilience: ResilienceConfig = ResilienceConfig()   # replicas, goodput, replay, guard, faults
 
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":
@@ -151,7 +155,7 @@ class TrainConfig(_Strict):
         """Hash of everything that changes the training math (not steps, logging,
         checkpoint cadence, eval or probes), stored in checkpoints and checked at resume."""
         d = self.model_dump(mode="json")
-        for k in ("steps", "run_dir", "checkpoint", "eval", "probes", "log"):
+        for k in ("steps", "run_dir", "checkpoint", "eval", "probes", "log", "resilience"):
             d.pop(k, None)
         if d.get("distill") is None:
             d.pop("distill", None)            # fingerprints of runs without distillation unchanged

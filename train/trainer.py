@@ -15,6 +15,7 @@ step, at every checkpoint and at the end.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -77,6 +78,26 @@ class Hook:
     def on_step(self, trainer: "Trainer", step: int, record: dict) -> None: ...
     def on_checkpoint(self, trainer: "Trainer", step: int) -> None: ...
     def on_end(self, trainer: "Trainer") -> None: ...
+
+    def restore(self, trainer: "Trainer") -> int | None:
+        """Called first by ``init_or_restore``: put a state in place (``trainer.state`` and the
+        source's state) and return its step, or None to let the trainer use its latest checkpoint."""
+        return None
+
+    def on_phase(self, trainer: "Trainer", name: str, t0: float, seconds: float) -> None:
+        """A non-step part of the run finished: restore, compile, eval, checkpoint, peak, end."""
+
+    def on_state(self, trainer: "Trainer", step: int) -> None:
+        """The state after ``step`` was just put in place (dispatched, maybe still computing;
+        the next step donates it).  Called once per step, before that step's record."""
+
+
+class Rollback(Exception):
+    """Raised by a hook's ``on_step`` after it has put an earlier state (step ``step``) in
+    place, e.g. after a loss spike: the loop drops later records and continues from there."""
+    def __init__(self, step: int):
+        super().__init__(f"rolled back to step {step}")
+        self.step = step
 
 
 def say(msg: str) -> None:
@@ -149,12 +170,33 @@ class Trainer:
         self.state_sharding = {"step": rep, "params": p_sh, "opt_state": o_sh, "rng": rep}
         self.abstract_state = abstract_like(abstract, self.state_sharding)
         self.batch_sharding = batch_sharding(self.mesh, self.rules, cfg.batch_size)
-        self.checkpointer = Checkpointer(os.path.join(self.run_dir, "checkpoints"), keep=cfg.checkpoint.keep,
-                                         async_save=cfg.checkpoint.async_save)
+        self._checkpointer: Checkpointer | None = None
         self.flops_per_token = flops_per_token(model_cfg, cfg.seq_len)
         self.state = None
+        self.restored_from = "checkpoint"
+        self._compiled = None
         self.log: MetricsLog | None = None
         self.teacher = distill.load_teacher(self) if cfg.distill else None     # frozen, not in the state
+
+    @property
+    def checkpointer(self) -> Checkpointer:
+        """Opened on first use: a standby trainer (train/supervise.py) compiles before it may
+        touch the run dir (opening the manager cleans up a live run's temporaries)."""
+        if self._checkpointer is None:
+            self._checkpointer = Checkpointer(os.path.join(self.run_dir, "checkpoints"), keep=self.cfg.checkpoint.keep,
+                                              async_save=self.cfg.checkpoint.async_save,
+                                              keep_period=self.cfg.checkpoint.keep_period)
+        return self._checkpointer
+
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        """Time a non-step part of the run for the hooks (goodput accounting)."""
+        t0 = time.time()
+        try:
+            yield
+        finally:
+            for h in self.hooks:
+                h.on_phase(self, name, t0, time.time() - t0)
 
     # -- state ---------------------------------------------------------------------------
     def _init_state(self, key):
@@ -163,10 +205,21 @@ class Trainer:
         return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": self.tx.init(params), "rng": rkey}
 
     def init_or_restore(self) -> int:
+        for h in self.hooks:              # e.g. an in-memory replica, or checksum-verified checkpoints
+            step = h.restore(self)
+            if step is not None:
+                return step
         latest = self.checkpointer.latest_step()
         if latest is None:
-            self.state = jax.jit(self._init_state, out_shardings=self.state_sharding)(jax.random.PRNGKey(self.cfg.seed))
+            self.init_fresh()
             return 0
+        self.restore_checkpoint(latest)
+        return int(latest)
+
+    def init_fresh(self) -> None:
+        self.state = jax.jit(self._init_state, out_shardings=self.state_sharding)(jax.random.PRNGKey(self.cfg.seed))
+
+    def restore_checkpoint(self, latest: int) -> None:
         data_state, meta = self.checkpointer.read_json(latest)        # check before loading the state
         if meta.get("config_fingerprint") != self.cfg.fingerprint():
             raise ConfigError(f"{self.run_dir} holds a run with a different config (fingerprint "
@@ -180,7 +233,7 @@ class Trainer:
                             f"{saved['fingerprint']} != {self.train_source.fingerprint}); use --fresh to restart")
         self.state = self.checkpointer.restore(latest, self.abstract_state)[0]
         self.train_source.set_state(saved["state"])
-        return int(latest)
+        self.restored_from = "checkpoint"
 
     # -- the step ------------------------------------------------------------------------
     def _loss_terms(self, params, batch, denom, teacher=None):
@@ -280,7 +333,8 @@ class Trainer:
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         cfg, mc = self.cfg, self.model_cfg
-        start = self.init_or_restore()
+        with self.phase("restore"):
+            start = self.init_or_restore()
         self.log = MetricsLog(self.run_dir, start if start > 0 else None, tensorboard=cfg.log.tensorboard)
         n_dev = self.mesh.size
         peak, peak_how = peak_flops_per_device(cfg.log.peak_flops)
@@ -309,24 +363,33 @@ class Trainer:
         if start >= cfg.steps:
             say(f"training is complete (checkpoint step {start}); redoing the probes, plots and report")
         elif start:
-            say(f"resumed from checkpoint step {start}")
+            say(f"resumed from {self.restored_from} step {start}")
         for h in self.hooks:
             h.on_start(self)
 
         self._eval_fn = self._make_eval()
-        compiled = self.compile_step() if start < cfg.steps else None
+        with self.phase("compile"):
+            compiled = self.compile_step() if start < cfg.steps else None
         if start == 0 and cfg.eval.batches:
-            self.evaluate(0)
-        if start < cfg.steps:
-            self._train_loop(start, compiled)
-        self.checkpointer.wait()
-        final = int(self.state["step"])
-        if cfg.probes.enabled:
-            self.run_probes(final)
-        if cfg.log.plots:
-            plot_run(self.run_dir)
-        summarize(self.run_dir, header)
-        summary = run_summary(self.run_dir, final, cfg.fingerprint())
+            with self.phase("eval"):
+                self.evaluate(0)
+        while start < cfg.steps:
+            try:
+                self._train_loop(start, compiled)
+                break
+            except Rollback as rb:       # a hook put an earlier state back (loss spike / NaN guard)
+                start = rb.step
+                self.log.close()
+                self.log = MetricsLog(self.run_dir, start, tensorboard=cfg.log.tensorboard)
+        with self.phase("end"):
+            self.checkpointer.wait()
+            final = int(self.state["step"])
+            if cfg.probes.enabled:
+                self.run_probes(final)
+            if cfg.log.plots:
+                plot_run(self.run_dir)
+            summarize(self.run_dir, header)
+            summary = run_summary(self.run_dir, final, cfg.fingerprint())
         for h in self.hooks:
             h.on_end(self)
         self.log.close()
@@ -337,15 +400,19 @@ class Trainer:
     def compile_step(self):
         """Compile the train step ahead of time (from shapes only).  If cuDNN flash
         attention (picked by ``attention: auto`` on GPUs) refuses this shape or version,
-        fall back to the XLA / chunked path instead of failing the run."""
+        fall back to the XLA / chunked path instead of failing the run.  Compiled once per
+        trainer (from the abstract state when no state is in place yet: a standby trainer)."""
+        if self._compiled is not None:
+            return self._compiled
         cfg = self.cfg
+        state = self.state if self.state is not None else self.abstract_state
         abstract_batch = {k: jax.ShapeDtypeStruct((cfg.batch_size, cfg.seq_len), dt, sharding=self.batch_sharding)
                           for k, dt in (("inputs", jnp.int32), ("targets", jnp.int32), ("segment_ids", jnp.int32),
                                         ("positions", jnp.int32), ("loss_mask", jnp.float32),
                                         ("source_ids", jnp.int32))}
         t0 = time.perf_counter()
         try:
-            compiled = self._make_step()[0].lower(self.state, abstract_batch, *self._teacher_args()).compile()
+            compiled = self._make_step()[0].lower(state, abstract_batch, *self._teacher_args()).compile()
         except Exception as e:
             if self.attn_impl != "cudnn" or self.model_cfg.attention != "auto":
                 raise
@@ -353,8 +420,9 @@ class Trainer:
             say(f"cuDNN attention unavailable here ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
                 f"using the {self.attn_impl} attention path")
             self._eval_fn = self._make_eval()
-            compiled = self._make_step()[0].lower(self.state, abstract_batch, *self._teacher_args()).compile()
+            compiled = self._make_step()[0].lower(state, abstract_batch, *self._teacher_args()).compile()
         say(f"compiled the train step in {time.perf_counter() - t0:.1f}s")
+        self._compiled = compiled
         return compiled
 
     def _train_loop(self, start: int, compiled) -> None:
@@ -386,10 +454,10 @@ class Trainer:
                     rec["mfu"] = (self.flops_per_token * tokens_per_step / dt / self.peak) if self.peak else None
                     rec["peak_flops"] = self.peak
                 self.log.write(rec)
+                for h in self.hooks:     # first: a guard hook may roll back (raises Rollback)
+                    h.on_step(self, step, rec)
                 if not math.isfinite(rec["loss"]):
                     raise FloatingPointError(f"loss is {rec['loss']} at step {step}; stopping")
-                for h in self.hooks:
-                    h.on_step(self, step, rec)
                 if step % cfg.log.every == 0 or step == cfg.steps:
                     recent = times[-cfg.log.every:]
                     speed = ""
@@ -408,6 +476,8 @@ class Trainer:
                 batch = self._with_sources(self.train_source.next_batch())
                 validate_batch(batch, cfg.batch_size, cfg.seq_len, self.model_cfg.vocab_size)
             self.state, metrics = compiled(self.state, put_batch(batch, self.batch_sharding), *self._teacher_args())
+            for h in self.hooks:
+                h.on_state(self, step + 1)
             drain()                      # the previous step's metrics: keeps one step in flight
             pending.append((step + 1, metrics))
             done = step + 1
@@ -416,11 +486,14 @@ class Trainer:
             if do_eval or do_ckpt:
                 drain()
                 if do_eval:
-                    self.evaluate(done)
+                    with self.phase("eval"):
+                        self.evaluate(done)
                 if do_ckpt:
-                    self.save(done)
+                    with self.phase("checkpoint"):
+                        self.save(done)
                 if self._remeasure_peak:
-                    self.peak = max(self.peak, measure_cpu_matmul_peak(repeats=3))
+                    with self.phase("peak"):
+                        self.peak = max(self.peak, measure_cpu_matmul_peak(repeats=3))
                 timed_ok[0] = False      # the pause is not a step time
         drain()
 
@@ -477,7 +550,9 @@ class Trainer:
 
 def fresh_run_dir(run_dir: str) -> None:
     """--fresh: forget checkpoints and metrics of a previous run in this directory."""
-    for name in ("checkpoints", "metrics.jsonl", "tb", "plots", "report.md", "summary.json"):
+    for name in ("checkpoints", "metrics.jsonl", "tb", "plots", "report.md", "summary.json",
+                 # train/resilience.py: checksums, events, replay records, fault schedule, replica ids
+                 "checksums", "resilience.jsonl", "replay", "faults.json", "replica", "corrupt"):
         p = os.path.join(run_dir, name)
         if os.path.isdir(p):
             shutil.rmtree(p)
