@@ -210,7 +210,7 @@ def test_data_errors(tmp_path, packed):
         plan_mixture(mixture(tmp_path, packed, corpus=str(corpus)))
 
 
-def test_media_sources_are_planned_in_tokens_and_refused_by_the_loader(tmp_path, packed):
+def test_media_sources_are_planned_in_tokens_and_need_a_tokenizer_in_the_loader(tmp_path, packed):
     corpus = tmp_path / "corpus"
     write_corpus_manifest(corpus, "corpus-0", media={"image": {"photos": {"samples": 40, "tokens": 1600}}})
     srcs = {"web": {}, "img": {"kind": "media", "modality": "image", "media_source": "photos", "max_epochs": 2}}
@@ -221,7 +221,7 @@ def test_media_sources_are_planned_in_tokens_and_refused_by_the_loader(tmp_path,
     assert plan.stages[0].counts["img"] == 10
     assert plan.epochs(None, "img") == pytest.approx(10 * S / 1600)
     assert "image media 'photos', 40 samples, 1,600 tokens" in plan.table()
-    with pytest.raises(LoaderError, match="not yet supported by the loader"):
+    with pytest.raises(LoaderError, match="set tokenizer:"):     # packing media: tests/test_multimodal_packing.py
         MixtureSource(plan, 4)
     # over its cap, a media source fails validation like any other
     with pytest.raises(MixtureError, match="img 1.20 epochs > max_epochs 1"):
