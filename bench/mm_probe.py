@@ -247,7 +247,7 @@ stages:
     for n, st in ms.media_stats().items():
         say(f"  {n:12s} {st['samples']:4d} samples -> {st['sequences']:4d} sequences; tokens: media {st['media_tokens']:,}, "
             f"text {st['text_tokens']:,}, begin/end/eod {st['structure_tokens']:,}, padding {st['pad_tokens']:,}")
-    say(f"5. training the CPU preset for {steps} steps (log {run_dir}/train.log)")
+    say(f"5. training the CPU preset for {steps} steps (log {out}/train.log)")
     os.makedirs(run_dir, exist_ok=True)
     run([py, "-m", "train", "--preset", "cpu", "--fresh", *sum((["--set", a] for a in train_args), [])],
         os.path.join(out, "train.log"))

@@ -60,7 +60,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import math
 import os
 import tarfile
 from dataclasses import dataclass, field

@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 
 import numpy as np
 import pytest
@@ -213,6 +212,11 @@ def test_errors_are_one_line(mm_data, tmp_path):
     with pytest.raises(MediaLoaderError, match=r"one media item takes \d+ tokens .* more than the 40-token") as e:
         _source(mm_data, "vid", seq=40)
     assert "\n" not in str(e.value) and "image_max_tokens" in str(e.value)
+    # a corpus costed with other rules than those its manifest states is refused, sample by sample
+    media = json.loads(json.dumps(mm_data["manifest"]["media"]))
+    media["token_cost"]["image_max_tokens"] = 12
+    with pytest.raises(MediaLoaderError, match=r"packs \d+ media tokens but the corpus manifest costed it \d+"):
+        MediaPackedSource(mm_data["corpus"], media, "image", "media", mm_data["tok"], SEQ)
     path = mixture(mm_data, str(tmp_path / "m.yaml"), ALL)
     with pytest.raises(LoaderError, match="set tokenizer:"):
         MixtureSource.from_config(path, 4, seq_len=SEQ - 1, overrides=["tokenizer=null"])

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from model.config import ConfigError, ModelConfig, describe, flops_per_token
+from model.config import ConfigError, ModelConfig, count_params, describe, flops_per_token
 from model.encoders import MEDIA_KEYS
 from model.transformer import forward, init_params, param_axes, resolve_attention, sequence_nll
 from train import probes
@@ -286,6 +286,11 @@ class Trainer:
                   f"MFU peak: {peak / 1e12:.3f} TFLOP/s per device ({peak_how}); model FLOPs/token "
                   f"{self.flops_per_token / 1e6:.2f}M (6N + causal attention, see model/config.py)",
                   f"run dir: {self.run_dir}"]
+        if self.multimodal:
+            mm = mc.multimodal
+            header.insert(5, f"media encoders: images / video frames as {mm.patch_size}px patches ({mm.image_encoder}"
+                             f"{f', {mm.vit_layers} layers' if mm.vit_layers else ''}), audio as {mm.frames_per_token} x "
+                             f"10 ms log-mel frames per token; {count_params(mc)['media']:,} params (not in the MFU FLOPs)")
         for h in header:
             say(h)
         layout = {jax.tree_util.keystr(path): str(sh.spec) for path, sh in
