@@ -9,8 +9,14 @@ import numpy as np
 import pytest
 
 from model.config import ConfigError, MultimodalConfig, count_params, load_preset
-from model.encoders import KIND_AUDIO, KIND_FRAME, KIND_IMAGE, encode_media, insert_media
-from model.transformer import forward, init_params, param_axes, sequence_nll
+from model.encoders import KIND_AUDIO, KIND_FRAME, KIND_IMAGE, insert_media
+from model.encoders import encode_media as _encode_media
+from model.transformer import forward as _forward
+from model.transformer import init_params, param_axes, sequence_nll
+
+# jitted: one compile per shape instead of one per primitive (eager op-by-op is slow on CPU)
+encode_media = jax.jit(_encode_media, static_argnums=1)
+forward = jax.jit(_forward, static_argnums=1, static_argnames=("media",))
 
 
 def _cfg(**mm):
@@ -113,7 +119,7 @@ def test_text_path_is_bitwise_unchanged_and_counts_match():
     assert np.array_equal(np.asarray(forward(p_text, text_cfg, tok, seg, pos)),
                           np.asarray(forward(p_mm, cfg, tok, seg, pos)))
     with pytest.raises(ValueError, match="model.multimodal"):
-        forward(p_text, text_cfg, tok, seg, pos, media={"media_patches": None})
+        _forward(p_text, text_cfg, tok, seg, pos, media={"media_patches": None})
 
 
 def test_text_loss_trains_the_encoders():
@@ -132,7 +138,7 @@ def test_text_loss_trains_the_encoders():
     def loss(p):
         return (sequence_nll(p, cfg, tok, seg, pos, tok, media=media) * mask).sum()
 
-    g = jax.grad(loss)(p)["media"]
+    g = jax.jit(jax.grad(loss))(p)["media"]
     assert float(jnp.abs(g["patch_w"]).sum()) > 0 and float(jnp.abs(g["audio_w1"]).sum()) > 0
     assert float(jnp.abs(g["time_emb"]).sum()) == 0           # no video frame in this batch
 
