@@ -88,5 +88,11 @@ nano: setup
 bench: setup
 	$(VPY) bench/run_all.py
 
+# Multimodal run: captioned images + the sample's audio / video / interleaved media, the CPU
+# preset, and the caption-likelihood probe (right vs shuffled image); MM_ARGS="--steps 200"
+.PHONY: mm-probe
+mm-probe: setup
+	$(VPY) bench/mm_probe.py $(MM_ARGS)
+
 clean:
 	rm -rf $(OUT) artifacts runs .pytest_cache

@@ -379,9 +379,35 @@ def sample_key(sample_id: str) -> str:
     return f"{clean}-{stable_hash(sample_id, size=6)}"
 
 
+def image_grid(width: int, height: int, cfg: TokensConfig) -> tuple[int, int]:
+    """Patch grid ``(rows, cols)`` of one image (or video frame) at its stored size.
+
+    The variable-resolution rule shared by the token costs here and the trainer's
+    packer (``mixtures/multimodal.py``, which resizes the image to exactly
+    ``cols * patch_size`` x ``rows * patch_size`` pixels and cuts it into patches):
+    ``ceil(h / p)`` x ``ceil(w / p)`` patches; when that is more than
+    ``image_max_tokens``, both sides are scaled by ``sqrt(max / (rows * cols))``
+    (rounded down, at least 1; aspect ratio kept) and trimmed one row or column at a
+    time, longer side first, until the grid fits the budget."""
+    p, cap = cfg.patch_size, cfg.image_max_tokens
+    rows, cols = max(1, math.ceil(height / p)), max(1, math.ceil(width / p))
+    if rows * cols <= cap:
+        return rows, cols
+    s = math.sqrt(cap / (rows * cols))
+    r, c = max(1, math.floor(rows * s)), max(1, math.floor(cols * s))
+    while r * c > cap:
+        if r >= c:
+            r -= 1
+        else:
+            c -= 1
+    return r, c
+
+
 def image_tokens(width: int, height: int, cfg: TokensConfig) -> int:
-    """Tokens of one image (or video frame) at its stored resolution: one per patch."""
-    return min(cfg.image_max_tokens, math.ceil(width / cfg.patch_size) * math.ceil(height / cfg.patch_size))
+    """Tokens of one image (or video frame) at its stored resolution: one per patch of
+    ``image_grid`` (``ceil(w/p) * ceil(h/p)`` unless that exceeds ``image_max_tokens``)."""
+    r, c = image_grid(width, height, cfg)
+    return r * c
 
 
 def audio_tokens(duration_s: float, cfg: TokensConfig) -> int:

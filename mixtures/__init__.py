@@ -7,6 +7,9 @@
 * ``mixtures.loader``  — ``MixtureSource``: the deterministic, token-exact staged
   loader (Grain) implementing the trainer's ``BatchSource`` protocol.
 * ``mixtures.inspect`` — batch lineage and planned-vs-actual tokens (``python -m mixtures.inspect``).
+* ``mixtures.multimodal`` — media shards (images, audio, video, interleaved) packed into
+  sequences for the loader: documents with begin/end control tokens, host-side patches and
+  log-mel features, media budgets for the trainer's batches.
 
 Reads what ``tokenizer/`` writes; never imports ``train/`` (the trainer imports us).
 """

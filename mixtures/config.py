@@ -28,7 +28,9 @@ one stream across stages; epochs = sequences planned / sequences available.
 ``default_max_epochs`` is 4: Muennighoff et al. (2023, "Scaling Data-Constrained
 Language Models") find up to ~4 epochs nearly as good as fresh data.  Media
 sources are planned in tokens (their token costs from the corpus manifest) so
-the plan accounts for them; the loader does not read media shards yet (issue 12).
+the plan accounts for them; the loader packs their samples into sequences
+(``mixtures/multimodal.py``) and enforces the cap again on the real count of
+packed sequences.
 
 Paths (``tokens_dir``, ``corpus``) are relative to the working directory (run
 from the repository root) unless absolute; the CLIs and
@@ -81,7 +83,8 @@ def _int_tokens(v: Any) -> Any:
 
 class SourceSpec(_Strict):
     #: ``text``: packed sequences (tokenizer.pack); ``media``: WebDataset shards of the
-    #: corpus, counted in tokens from manifest.json["media"] (planning only for now).
+    #: corpus, counted in tokens from manifest.json["media"] and packed by the loader
+    #: (mixtures/multimodal.py).
     kind: Literal["text", "media"] = "text"
     #: text: the source's name in the token manifest (default: this key)
     packed: str | None = None
@@ -149,6 +152,10 @@ class MixtureConfig(_Strict):
     #: corpus directory (manifest.json): required for media sources; when given, the
     #: packed data must have been made from this corpus (manifest hash)
     corpus: str | None = None
+    #: tokenizer directory (python -m tokenizer.train --output): required to train on
+    #: media sources (their captions / transcripts are tokenized by the loader); must be
+    #: the tokenizer the text was packed with
+    tokenizer: str | None = None
     default_max_epochs: float = Field(4.0, gt=0)
     validation_sequences: int = Field(8, ge=0)
     #: examples of a stage are shuffled inside windows of at most this many (sources
@@ -303,6 +310,8 @@ class MixtureData:
     sources: dict[str, SourceData]
     manifests: dict[str, dict[str, Any]]          # tokens_dir -> token manifest
     corpus_manifest_hash: str | None = None
+    corpus_dir: str | None = None                 # resolved corpus directory (media shards)
+    media_manifest: dict[str, Any] | None = None  # corpus manifest.json["media"]
 
 
 def _resolve(path: str | None) -> str | None:
@@ -391,7 +400,8 @@ def load_data(cfg: MixtureConfig, *, tokens_dir: str | None = None, corpus: str 
     sources = {k: sources[k] for k in cfg.sources}  # config order
     return MixtureData(seq_len=int(m["seq_len"]), vocab_size=int(m["tokenizer"]["vocab_size"]),
                        special_ids=dict(m["special_ids"]), tokenizer_sha256=m["tokenizer"]["model_sha256"],
-                       sources=sources, manifests=manifests, corpus_manifest_hash=corpus_hash)
+                       sources=sources, manifests=manifests, corpus_manifest_hash=corpus_hash,
+                       corpus_dir=corpus_dir, media_manifest=media)
 
 
 # ----------------------------------------------------------------- the plan
@@ -603,7 +613,7 @@ def format_plan(plan: Plan) -> str:
             foot.append(f"{n}: {sd.sequences:,} packed sequences, the last {sd.validation:,} held out for validation")
         else:
             foot.append(f"{n}: {sd.modality} media {sd.media_source!r}, {sd.samples:,} samples, {sd.tokens:,} tokens "
-                        "(token costs from the corpus manifest; not read by the loader until issue 12)")
+                        "(token costs from the corpus manifest; packed by the loader: mixtures/multimodal.py)")
     return "\n".join([head, table, ""] + foot + [f"note: {x}" for x in plan.notes])
 
 

@@ -79,9 +79,20 @@ validation boundary has its first part in training; its validation part is
 masked out of the loss, so every scored validation token comes from a document
 the model never trained on.
 
-Media sources (``kind: media``) are planned and validated in tokens, but the
-loader refuses a mixture that gives one a weight: reading WebDataset media shards
-is issue 12.
+**Media sources** (``kind: media``) take part exactly like text sources: each is
+packed once into sequences of ``S`` positions by ``mixtures/multimodal.py``
+(``MediaPackedSource``: captions / transcripts / interleaved text tokenized with the
+mixture's ``tokenizer``, media as placeholder slots between the modality's begin /
+end tokens; a pure function of the corpus), and its stream, stage counts, windows
+and state are those of a text source of that many sequences.  The mixing window of
+a stage is also shrunk to span at most one epoch of the media sources it reads, and
+the repetition cap is checked again on the packed sequence counts (the plan's
+media epochs are estimates from the manifest's token counts).  When a media source
+has weight, every training batch carries the media fields of ``model/encoders.py``
+(``media_patches``, ``media_kind``, ``media_positions``, ``media_group``,
+``media_index``; text rows have none set) and ``loss_mask`` is 0 wherever the input
+or the target is a media slot.  ``media_spec`` tells the trainer which encoder
+settings the data needs.  Media sources are not part of the validation split.
 """
 from __future__ import annotations
 
@@ -89,6 +100,7 @@ import copy
 import functools
 import hashlib
 import json
+import os
 from typing import Any
 
 import grain
@@ -212,7 +224,8 @@ class StageSelection(grain.transforms.DatasetSelectionMap):
 class MixtureSource:
     """A staged mixture as a trainer ``BatchSource`` (see the module docstring)."""
 
-    def __init__(self, plan: Plan, batch_size: int, *, seq_len: int | None = None, split: str = "train"):
+    def __init__(self, plan: Plan, batch_size: int, *, seq_len: int | None = None, split: str = "train",
+                 tokenizer_dir: str | None = None):
         from tokenizer.format import PackedSource
 
         if split not in SPLITS:
@@ -228,12 +241,6 @@ class MixtureSource:
             raise LoaderError(f"the packed sequences are {S} tokens, so seq_len must be {S} (last position masked) "
                               f"or {S - 1} (inputs/targets shifted inside the record); got {L}: re-pack with "
                               f"--seq-len {L + 1}")
-        for st in plan.stages:
-            for n, c in st.counts.items():
-                if c and data.sources[n].kind == "media":
-                    raise LoaderError(f"source {n} is {data.sources[n].modality} media with weight in stage "
-                                      f"{st.name}: planned and validated in tokens, but not yet supported by the "
-                                      f"loader (issue 12); give it weight 0 to train on this mixture")
         self.batch_size = int(batch_size)
         self.seq_len = L
         self.tokens_per_example = S
@@ -253,10 +260,18 @@ class MixtureSource:
         self._parents = used                                    # parent stream i -> source name
         self._sid = {n: self.source_names.index(n) for n in used}
         self._readers = {n: PackedSource(data.sources[n].tokens_dir, data.sources[n].packed, fields=FIELDS)
-                         for n in used}
+                         for n in used if data.sources[n].kind == "text"}
         for n, r in self._readers.items():
             if r.manifest["fingerprint"] != data.sources[n].manifest_fingerprint:
                 raise LoaderError(f"source {n}: the token manifest changed while loading (re-run)")
+        self._media: dict[str, Any] = {}
+        self.media_spec: dict[str, int] | None = None
+        media_used = [n for n in used if data.sources[n].kind == "media"]
+        if media_used:
+            self._open_media(media_used, tokenizer_dir)
+            self._readers.update(self._media)
+            self._parts["media"] = _hash({n: m.fingerprint for n, m in self._media.items()})
+            self.fingerprint = _hash(self._parts)
         self._index = self._build_index()
         self.total_examples = plan.total_sequences if self.split == "train" else None
         self._e = 0
@@ -265,12 +280,62 @@ class MixtureSource:
     @classmethod
     def from_config(cls, mixture: str, batch_size: int, split: str = "train", seed: int | None = None, *,
                     seq_len: int | None = None, tokens_dir: str | None = None, corpus: str | None = None,
-                    overrides: list[str] | None = None) -> "MixtureSource":
+                    overrides: list[str] | None = None, tokenizer: str | None = None) -> "MixtureSource":
         """Load and validate a mixture YAML (repetition caps enforced) and build the
         loader.  ``seed`` (the trainer's data seed) replaces the YAML's when given."""
         ov = list(overrides or []) + ([f"seed={int(seed)}"] if seed is not None else [])
         plan = plan_mixture(mixture, overrides=ov, tokens_dir=tokens_dir, corpus=corpus)
-        return cls(plan, batch_size, seq_len=seq_len, split=split)
+        return cls(plan, batch_size, seq_len=seq_len, split=split, tokenizer_dir=tokenizer)
+
+    # ------------------------------------------------------------ media sources
+    def _open_media(self, names: list[str], tokenizer_dir: str | None) -> None:
+        from mixtures.multimodal import MediaCost, MediaLoaderError, MediaPackedSource
+
+        data = self.plan.data
+        path = tokenizer_dir or self.plan.cfg.tokenizer
+        if not path:
+            raise LoaderError(f"mixture {self.plan.cfg.name}: media sources {', '.join(names)} have weight; set "
+                              "tokenizer: (the tokenizer directory) so the loader can tokenize their text")
+        path = path if "://" in path else os.path.abspath(os.path.expanduser(path))
+        from tokenizer.format import FingerprintMismatch
+        from tokenizer.sp import Tokenizer
+        try:
+            tok = Tokenizer.load(path)
+        except (FingerprintMismatch, ValueError) as e:
+            raise LoaderError(f"tokenizer {path}: {e}") from None
+        if tok.sha256 != data.tokenizer_sha256:
+            raise LoaderError(f"tokenizer {path} (sha256 {tok.sha256[:12]}) is not the one the text was packed "
+                              f"with ({data.tokenizer_sha256[:12]})")
+        add_bos = bool(next(iter(data.manifests.values())).get("add_bos", False))
+        S = self.tokens_per_example
+        try:
+            for n in names:
+                sd = data.sources[n]
+                self._media[n] = MediaPackedSource(data.corpus_dir, data.media_manifest, sd.modality, sd.media_source,
+                                                   tok, S, add_bos=add_bos, name=n)
+            cost = MediaCost.from_manifest(data.media_manifest, data.corpus_dir)
+        except MediaLoaderError as e:
+            raise LoaderError(str(e)) from None
+        self.media_spec = cost.spec()
+        self._feature_dim = cost.feature_dim
+        if self.split == "train":
+            for n, m in self._media.items():
+                total = sum(st.counts[n] for st in self.plan.stages)
+                ep = total / len(m)
+                if ep > data.sources[n].max_epochs * (1 + 1e-9):
+                    raise LoaderError(f"mixture {self.plan.cfg.name}: media source {n} packs into {len(m):,} sequences "
+                                      f"of {S} tokens, so its {total:,} planned sequences are {ep:.2f} epochs > max_epochs "
+                                      f"{data.sources[n].max_epochs:g} (the plan's estimate from the manifest's token "
+                                      f"counts was {self.plan.epochs(None, n):.2f}); lower its weight or raise max_epochs")
+
+    def _n_train(self, name: str) -> int:
+        """Training sequences of a source (a media source: its packed sequences)."""
+        m = self._media.get(name)
+        return len(m) if m is not None else self.plan.data.sources[name].train_sequences
+
+    def media_stats(self) -> dict[str, dict[str, Any]]:
+        """Per media source: one epoch's samples, sequences and tokens by kind (``MediaPackedSource.stats``)."""
+        return {n: m.stats() for n, m in self._media.items()}
 
     # ------------------------------------------------------------ index pipeline
     def _build_index(self):
@@ -280,7 +345,7 @@ class MixtureSource:
         for i, n in enumerate(self._parents):
             sd = data.sources[n]
             if self.split == "train":
-                ds = ShuffledRange(sd.train_sequences, _seed(seed, "source", n)).repeat()
+                ds = ShuffledRange(self._n_train(n), _seed(seed, "source", n)).repeat()
             else:
                 ds = grain.MapDataset.range(sd.train_sequences, sd.sequences).repeat()
             streams.append(ds.map_with_index(functools.partial(_tag, i)))
@@ -288,9 +353,13 @@ class MixtureSource:
             return grain.MapDataset.mix(streams)               # equal weights: round robin over sources
         stages = []
         for st in plan.stages:
+            window = st.window
+            for n in self._media:               # at most one epoch of every media source too
+                if st.counts[n]:
+                    window = min(window, max(1, len(self._media[n]) * st.sequences // st.counts[n]))
             sel = StageSelection(st.sequences, [st.counts[n] for n in self._parents],
                                  [st.offsets[n] for n in self._parents], _seed(seed, "stage", st.index, st.name),
-                                 st.window)
+                                 window)
             stages.append(grain.MapDataset.select_from_datasets(streams, sel))
         return grain.MapDataset.concatenate(stages)
 
@@ -304,7 +373,7 @@ class MixtureSource:
         sd = self.plan.data.sources[n]
         if self.split == "train":
             stage = self.plan.stage_of(example).name
-            epoch = q // sd.train_sequences
+            epoch = q // self._n_train(n)
         else:
             stage, epoch = "validation", q // sd.validation
         return {"example": example, "stage": stage, "source": n, "source_id": self._sid[n], "stream_position": q,
@@ -347,7 +416,7 @@ class MixtureSource:
                 if w["sequence"] == sd.train_sequences and len(r["doc_token_offsets"]) and r["doc_token_offsets"][0] > 0:
                     mask[b] &= seg_in[b] != 1
         sids = np.array([w["source_id"] for w in where], np.int32)
-        return {
+        batch = {
             "inputs": np.ascontiguousarray(toks[:, :L]),
             "targets": np.ascontiguousarray(targets),
             "segment_ids": np.ascontiguousarray(seg_in),
@@ -355,6 +424,12 @@ class MixtureSource:
             "loss_mask": mask.astype(np.float32),
             "source_ids": np.repeat(sids[:, None], L, axis=1),
         }
+        if self._media and self.split == "train":
+            from mixtures.multimodal import collate_media, media_loss_mask
+
+            batch["loss_mask"] *= media_loss_mask(recs, L)
+            batch.update(collate_media(recs, L, self._feature_dim))
+        return batch
 
     def next_batch(self) -> dict[str, np.ndarray]:
         batch, where = self.examples(self._e, self.batch_size)
@@ -393,6 +468,8 @@ class MixtureSource:
                 what.append("the mixture plan (stages, budgets, weights, caps, seed or validation split)")
             if state.get("data") != self._parts["data"]:
                 what.append("the packed data (token manifest fingerprints)")
+            if state.get("media") != self._parts.get("media"):
+                what.append("the media sources (shards, tokenizer or packing)")
             for k in ("split", "seq_len"):
                 if state.get(k) != self._parts[k]:
                     what.append(f"{k} ({state.get(k)} -> {self._parts[k]})")
@@ -436,7 +513,10 @@ class MixtureSource:
         for e in range(upto):
             w = self.locate(e)
             sd = self.plan.data.sources[w["source"]]
-            tok = S - (sd.pad_tokens if w["sequence"] == sd.sequences - 1 else 0)
+            if w["source"] in self._media:
+                tok = S - self._media[w["source"]].num_pad(w["sequence"])
+            else:
+                tok = S - (sd.pad_tokens if w["sequence"] == sd.sequences - 1 else 0)
             c = out.setdefault(w["stage"], {}).setdefault(w["source"], [0, 0])
             c[0] += 1
             c[1] += tok

@@ -39,6 +39,58 @@ class ConfigError(ValueError):
     """A config problem, already formatted as one line for the user."""
 
 
+class MultimodalConfig(BaseModel):
+    """Media encoders (``model/encoders.py``): images and video frames as patches,
+    audio as stacked log-mel frames, embedded into the token sequence.
+
+    The data side fixes ``patch_size``, ``n_mels`` and ``frames_per_token`` (they must
+    be those the corpus costed its media with; the trainer takes them from the data
+    when ``model.multimodal`` is not set)."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    patch_size: int = Field(16, gt=0)
+    channels: int = Field(3, gt=0)
+    #: position tables: patch rows / columns per image, frames per video
+    max_grid: int = Field(64, gt=0)
+    max_frames: int = Field(64, gt=0)
+    #: ``linear``: patch projection + 2-D (and temporal) position embeddings;
+    #: ``vit``: plus ``vit_layers`` bidirectional Transformer layers inside each image
+    image_encoder: Literal["linear", "vit"] = "linear"
+    vit_layers: int = Field(0, ge=0)
+    vit_heads: int = Field(4, gt=0)
+    n_mels: int = Field(80, gt=0)
+    #: log-mel frames (10 ms hop) stacked into one audio token: 4 = 40 ms = 25 tokens/s
+    frames_per_token: int = Field(4, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "MultimodalConfig":
+        if self.image_encoder == "vit" and self.vit_layers < 1:
+            raise ValueError("image_encoder vit needs vit_layers >= 1")
+        if self.image_encoder == "linear" and self.vit_layers:
+            raise ValueError("vit_layers is for image_encoder: vit")
+        return self
+
+    @property
+    def patch_dim(self) -> int:
+        return self.patch_size * self.patch_size * self.channels
+
+    @property
+    def audio_dim(self) -> int:
+        return self.n_mels * self.frames_per_token
+
+    @property
+    def feature_dim(self) -> int:
+        """Width of ``media_patches``: image patches and audio tokens share one array."""
+        return max(self.patch_dim, self.audio_dim)
+
+    def count_params(self, d_model: int) -> int:
+        d = d_model
+        image = self.patch_dim * d + d + 2 * self.max_grid * d + self.max_frames * d
+        vit = self.vit_layers * (2 * d + 4 * d * d + 2 * d * 4 * d)      # norms, q k v o, 4x MLP
+        audio = self.audio_dim * d + d + 3 * d + d * d + d
+        return image + vit + audio + 4 * d + d                           # type embeddings, output norm
+
+
 class ModelConfig(BaseModel):
     """Shape and numerics of the decoder-only Transformer."""
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -71,6 +123,8 @@ class ModelConfig(BaseModel):
     scan_layers: bool = True                            # lax.scan over the stacked layers
     #: >0: compute the output head and loss in chunks of this many positions (big vocabularies)
     loss_chunk: int = Field(0, ge=0)
+    #: media encoders (images, audio, video) feeding the token sequence; None = text only
+    multimodal: MultimodalConfig | None = None
 
     @model_validator(mode="after")
     def _check(self) -> "ModelConfig":
@@ -117,9 +171,13 @@ def count_params(cfg: ModelConfig) -> dict[str, int]:
     embed = cfg.vocab_size * d
     head = 0 if cfg.tie_embeddings else cfg.vocab_size * d
     total = embed + head + cfg.n_layers * per_layer + d
-    return {"embedding": embed, "lm_head": head, "attention": cfg.n_layers * attn, "mlp": cfg.n_layers * mlp,
-            "norms": cfg.n_layers * norms + d, "per_layer": per_layer, "non_embedding": total - embed - head,
-            "total": total}
+    out = {"embedding": embed, "lm_head": head, "attention": cfg.n_layers * attn, "mlp": cfg.n_layers * mlp,
+           "norms": cfg.n_layers * norms + d, "per_layer": per_layer, "non_embedding": total - embed - head,
+           "total": total}
+    if cfg.multimodal is not None:
+        media = cfg.multimodal.count_params(d)
+        out.update(media=media, non_embedding=out["non_embedding"] + media, total=total + media)
+    return out
 
 
 def matmul_params(cfg: ModelConfig) -> int:

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 
 from model.attention import attention, doc_causal_mask
 from model.config import ModelConfig
+from model.encoders import encode_media, init_media_params, insert_media, media_param_axes
 
 Shard = Callable[[jax.Array, tuple], jax.Array]
 
@@ -49,6 +50,8 @@ def param_axes(cfg: ModelConfig) -> dict:
     axes = {"embed": ("vocab", "embed"), "layers": layers, "final_norm": ("norm",)}
     if not cfg.tie_embeddings:
         axes["lm_head"] = ("embed", "vocab")
+    if cfg.multimodal is not None:
+        axes["media"] = media_param_axes(cfg)
     return axes
 
 
@@ -80,7 +83,11 @@ def init_params(cfg: ModelConfig, key: jax.Array, dtype=jnp.float32) -> dict:
             continue
         std = cfg.init_std * (out_scale if name in ("wo", "w_down") else 1.0)
         leaves.append((jax.random.normal(k, shape, jnp.float32) * std).astype(dtype))
-    return jax.tree_util.tree_unflatten(treedef, leaves)
+    params = jax.tree_util.tree_unflatten(treedef, leaves)
+    if cfg.multimodal is not None:
+        # a key of its own: the text parameters are the same with or without encoders
+        params["media"] = init_media_params(cfg, jax.random.fold_in(key, 0x6D6D), dtype)
+    return params
 
 
 # ---- layers ---------------------------------------------------------------------------
@@ -145,14 +152,23 @@ def block(cfg: ModelConfig, p: dict, x: jax.Array, segment_ids: jax.Array, rope_
 
 def forward(params: dict, cfg: ModelConfig, tokens: jax.Array, segment_ids: jax.Array, positions: jax.Array, *,
             compute_dtype=jnp.float32, shard: Shard = no_shard, attn_impl: str | None = None,
-            return_hidden: bool = False) -> jax.Array:
+            return_hidden: bool = False, media: dict | None = None) -> jax.Array:
     """Logits [B, T, V] in float32 (or the final normed hidden states [B, T, D] with
     ``return_hidden``).  Params stay in their (master) dtype and are cast to
-    ``compute_dtype`` here, so bf16 compute keeps fp32 master weights."""
+    ``compute_dtype`` here, so bf16 compute keeps fp32 master weights.
+
+    ``media``: the batch's media fields (``model/encoders.py``); their embeddings
+    replace the token embeddings where ``media_index > 0``."""
     b, t = tokens.shape
     impl = attn_impl or resolve_attention(cfg, t, compute_dtype)
     p = jax.tree.map(lambda w: w.astype(compute_dtype), params)
     x = shard(jnp.take(p["embed"], tokens.reshape(b * t), axis=0), ("batch", "act_embed"))     # [B·T, D]
+    if media is not None:
+        if cfg.multimodal is None:
+            raise ValueError("a batch with media fields needs model.multimodal (the media encoders)")
+        emb = encode_media(p["media"], cfg, media["media_patches"], media["media_kind"], media["media_positions"],
+                           media["media_group"])
+        x = shard(insert_media(x, emb, media["media_index"]), ("batch", "act_embed"))
     rope_sc = rope_tables(positions, cfg.head_dim, cfg.rope_theta)
     dense = impl in ("xla", "cudnn") and cfg.document_mask
     mask = doc_causal_mask(segment_ids) if dense else None                        # [B, 1, T, T], once
@@ -193,11 +209,13 @@ def token_nll(logits: jax.Array, targets: jax.Array) -> jax.Array:
 
 def sequence_nll(params: dict, cfg: ModelConfig, tokens: jax.Array, segment_ids: jax.Array, positions: jax.Array,
                  targets: jax.Array, *, compute_dtype=jnp.float32, shard: Shard = no_shard,
-                 attn_impl: str | None = None) -> jax.Array:
+                 attn_impl: str | None = None, media: dict | None = None) -> jax.Array:
     """Per-token NLL [B, T].  With ``cfg.loss_chunk`` the logits are computed chunk by chunk
     of the sequence and rematerialised in the backward pass, so the [B, T, V] logits
     (tens of GB for a 256k vocabulary at 8k context) never exist at once."""
     kw = dict(compute_dtype=compute_dtype, shard=shard, attn_impl=attn_impl)
+    if media is not None:
+        kw["media"] = media
     c = cfg.loss_chunk
     if not c or tokens.shape[1] <= c:
         return token_nll(forward(params, cfg, tokens, segment_ids, positions, **kw), targets)

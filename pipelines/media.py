@@ -509,11 +509,13 @@ class _SummaryFn(beam.DoFn):
             "format": "corpusforge-media/1",
             "modalities": dict(sorted(mods.items())),
             "totals": {k: sum(v[k] for v in mods.values()) for k in ("samples", "tokens", "media_tokens", "text_tokens", "bytes")},
-            "token_cost": {"image": f"ceil(w/{t.patch_size}) * ceil(h/{t.patch_size}) at the stored size, <= {t.image_max_tokens}",
+            "token_cost": {"image": f"ceil(w/{t.patch_size}) * ceil(h/{t.patch_size}) at the stored size; over {t.image_max_tokens} the "
+                                    "grid is scaled down to fit (filters.media.image_grid)",
                            "audio": f"{t.audio_tokens_per_s:g} tokens per second",
                            "video": f"{self._cfg.video.n_frames} frames x image tokens + audio tokens of the track",
                            "text": "filters.stats.estimate_tokens of caption / transcript / interleaved text",
                            "patch_size": t.patch_size, "audio_tokens_per_s": t.audio_tokens_per_s,
+                           "image_max_tokens": t.image_max_tokens,
                            "video_frames": self._cfg.video.n_frames, "audio_sample_rate": self._cfg.audio.sample_rate},
             "layout": LAYOUT,
         }}

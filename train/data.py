@@ -10,6 +10,11 @@ A batch is a dict of numpy arrays, all [B, L]:
   ``loss_mask``    float32 1 where the target counts in the loss
   ``source_ids``   int32   optional: index into ``source.source_names`` (per-source losses)
 
+Multimodal batches (``mixtures/multimodal.py``) add the media fields of
+``model/encoders.py`` — ``media_patches`` float32 [B, M, F], ``media_kind``,
+``media_group`` int32 [B, M], ``media_positions`` int32 [B, M, 3], ``media_index``
+int32 [B, L] — all five or none; ``M`` may vary between batches (bucketed).
+
 A ``BatchSource`` produces batches deterministically and can save and restore its place:
 ``get_state()`` is small and JSON-serialisable (it is written into every checkpoint),
 ``set_state(state)`` puts the source back exactly there, and ``fingerprint`` identifies the
@@ -38,6 +43,8 @@ import numpy as np
 REQUIRED = {"inputs": np.int32, "targets": np.int32, "segment_ids": np.int32, "positions": np.int32,
             "loss_mask": np.float32}
 OPTIONAL = {"source_ids": np.int32}
+MEDIA = {"media_patches": np.float32, "media_kind": np.int32, "media_positions": np.int32, "media_group": np.int32,
+         "media_index": np.int32}
 
 
 class DataError(ValueError):
@@ -68,9 +75,11 @@ def validate_batch(batch: dict[str, np.ndarray], batch_size: int, seq_len: int, 
         if not isinstance(a, np.ndarray) or a.dtype != dtype or a.shape != (batch_size, seq_len):
             got = f"{getattr(a, 'dtype', type(a).__name__)}{list(getattr(a, 'shape', []))}"
             raise DataError(f"batch[{key!r}] must be {np.dtype(dtype).name}[{batch_size}, {seq_len}], got {got}")
-    extra = set(batch) - set(REQUIRED) - set(OPTIONAL)
+    extra = set(batch) - set(REQUIRED) - set(OPTIONAL) - set(MEDIA)
     if extra:
         raise DataError(f"batch has unknown keys {sorted(extra)}")
+    if any(k in batch for k in MEDIA):
+        validate_media(batch, batch_size, seq_len)
     for key in ("inputs", "targets"):
         a = batch[key]
         if a.size and (a.min() < 0 or a.max() >= vocab_size):
@@ -79,6 +88,34 @@ def validate_batch(batch: dict[str, np.ndarray], batch_size: int, seq_len: int, 
         raise DataError("segment_ids and positions must be >= 0")
     if np.any((batch["segment_ids"] == 0) & (batch["loss_mask"] > 0)):
         raise DataError("loss_mask is set on padding (segment_ids == 0)")
+
+
+def validate_media(batch: dict[str, np.ndarray], batch_size: int, seq_len: int) -> None:
+    """The media fields of a multimodal batch (see the module docstring)."""
+    missing = [k for k in MEDIA if k not in batch]
+    if missing:
+        raise DataError(f"batch has media fields but not {missing}")
+    p = batch["media_patches"]
+    if not isinstance(p, np.ndarray) or p.dtype != np.float32 or p.ndim != 3 or p.shape[0] != batch_size:
+        raise DataError(f"batch['media_patches'] must be float32[{batch_size}, M, F], got "
+                        f"{getattr(p, 'dtype', type(p).__name__)}{list(getattr(p, 'shape', []))}")
+    m = p.shape[1]
+    for key, shape in (("media_kind", (batch_size, m)), ("media_group", (batch_size, m)),
+                       ("media_positions", (batch_size, m, 3)), ("media_index", (batch_size, seq_len))):
+        a = batch[key]
+        if not isinstance(a, np.ndarray) or a.dtype != np.int32 or a.shape != shape:
+            raise DataError(f"batch[{key!r}] must be int32{list(shape)}, got "
+                            f"{getattr(a, 'dtype', type(a).__name__)}{list(getattr(a, 'shape', []))}")
+    idx, kind = batch["media_index"], batch["media_kind"]
+    if idx.min() < 0 or idx.max() > m:
+        raise DataError(f"batch['media_index'] must be in [0, {m}], got [{idx.min()}, {idx.max()}]")
+    if kind.min() < 0 or kind.max() > 3:
+        raise DataError("batch['media_kind'] must be 0 (none), 1 (image), 2 (video frame) or 3 (audio)")
+    rows, cols = np.nonzero(idx)
+    if len(rows) and np.any(kind[rows, idx[rows, cols] - 1] == 0):
+        raise DataError("batch['media_index'] points at an empty media slot")
+    if np.any((idx > 0) & (batch["loss_mask"] > 0)):
+        raise DataError("loss_mask is set on a media position (the loss is on text tokens only)")
 
 
 def _fingerprint(obj: Any) -> str:

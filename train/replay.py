@@ -233,13 +233,14 @@ class Replayer:
                                   f"(have {self.checkpoints()}; raise checkpoint.keep or set checkpoint.keep_period)")
             self._restore(before[-1])
             self.say(f"replay: restored checkpoint {before[-1]}, recomputing steps {before[-1] + 1}..{target}")
-        if self._compiled is None:
+        if self._compiled is None and not t.multimodal:
             self._compiled = t.compile_step()
         while self.at < target:
             k = self.at + 1
             rec = records.get(k)
             batch = t._with_sources(t.train_source.next_batch())
-            t.state, m = self._compiled(t.state, put_batch(batch, t.batch_sharding), *t._teacher_args())
+            step_fn = t._step_for(batch) if t.multimodal else self._compiled   # media: per-budget programs
+            t.state, m = step_fn(t.state, put_batch(batch, t.batch_sharding), *t._teacher_args())
             self.at = k
             m = jax.device_get(m)
             sums = self._sums(t.state["params"])

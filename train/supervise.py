@@ -60,7 +60,8 @@ def worker(train_args: list[str], standby: bool, compile_only: bool = False) -> 
                 update={"compile_cache_dir": os.path.join(cfg.run_dir, "xla_cache")})})
         trainer = Trainer(cfg, model_cfg, why=why, hooks=build_hooks(cfg))
         if standby or compile_only:
-            trainer.compile_step()            # from the abstract state: touches nothing of the run
+            if not trainer.multimodal:        # media batches compile per budget at their first batch
+                trainer.compile_step()        # from the abstract state: touches nothing of the run
             for h in trainer.hooks:
                 if hasattr(h, "warm"):
                     h.warm(trainer)

@@ -28,7 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from model.config import ConfigError, ModelConfig, describe, flops_per_token
+from model.config import ConfigError, ModelConfig, count_params, describe, flops_per_token
+from model.encoders import MEDIA_KEYS
 from model.transformer import forward, init_params, param_axes, resolve_attention, sequence_nll
 from train import distill, probes
 from train.checkpoint import Checkpointer, abstract_like
@@ -148,6 +149,14 @@ class Trainer:
             print(f"model.vocab_size {model_cfg.vocab_size} -> {fitted} to fit the data's vocabulary "
                   f"({self.train_source.vocab_size}; data.fit_vocab)", flush=True)
             model_cfg = self.model_cfg = model_cfg.model_copy(update={"vocab_size": fitted})
+        # multimodal data: the media encoders, with the settings the data was costed with
+        self.multimodal = bool(getattr(self.train_source, "media_spec", None))
+        if self.multimodal:
+            model_cfg = self.model_cfg = with_media_encoders(model_cfg, self.train_source.media_spec)
+            self._media_steps: dict[tuple, Any] = {}
+            if cfg.distill:
+                raise ConfigError("distill: the teacher is text-only; distillation on a mixture with media "
+                                  "sources is not supported yet")
         if self.train_source.vocab_size > model_cfg.vocab_size:
             raise DataError(f"data vocabulary ({self.train_source.vocab_size}) is larger than the model's "
                             f"vocab_size ({model_cfg.vocab_size}); set model.vocab_size")
@@ -243,9 +252,10 @@ class Trainer:
         return nll.sum() / denom, self._per_source(nll, batch)
 
     def _nll(self, params, batch):
+        media = {k: batch[k] for k in MEDIA_KEYS if k in batch}
         return sequence_nll(params, self.model_cfg, batch["inputs"], batch["segment_ids"], batch["positions"],
                             batch["targets"], compute_dtype=self.compute_dtype, shard=self.shard,
-                            attn_impl=self.attn_impl)
+                            attn_impl=self.attn_impl, **({"media": media} if media else {}))
 
     def _per_source(self, nll, batch):
         n = len(self.source_names)
@@ -254,7 +264,7 @@ class Trainer:
         onehot = jax.nn.one_hot(batch["source_ids"], n, dtype=jnp.float32)
         return (jnp.einsum("bl,bls->s", nll, onehot), jnp.einsum("bl,bls->s", batch["loss_mask"], onehot))
 
-    def _make_step(self):
+    def _make_step(self, media: bool = False):
         accum = self.cfg.grad_accum
 
         def step_fn(state, batch, *teacher):
@@ -285,7 +295,7 @@ class Trainer:
             return new_state, metrics
 
         batch_sh = {k: self.batch_sharding for k in ("inputs", "targets", "segment_ids", "positions", "loss_mask",
-                                                     "source_ids")}
+                                                     "source_ids") + (MEDIA_KEYS if media else ())}
         rep = replicated(self.mesh)
         teacher_sh = (self.teacher.shardings,) if self.teacher else ()
         return jax.jit(step_fn, in_shardings=(self.state_sharding, batch_sh, *teacher_sh),
@@ -354,6 +364,11 @@ class Trainer:
                   f"MFU peak: {peak / 1e12:.3f} TFLOP/s per device ({peak_how}); model FLOPs/token "
                   f"{self.flops_per_token / 1e6:.2f}M (6N + causal attention, see model/config.py)",
                   f"run dir: {self.run_dir}"]
+        if self.multimodal:
+            mm = mc.multimodal
+            header.insert(5, f"media encoders: images / video frames as {mm.patch_size}px patches ({mm.image_encoder}"
+                             f"{f', {mm.vit_layers} layers' if mm.vit_layers else ''}), audio as {mm.frames_per_token} x "
+                             f"10 ms log-mel frames per token; {count_params(mc)['media']:,} params (not in the MFU FLOPs)")
         for h in header:
             say(h)
         layout = {jax.tree_util.keystr(path): str(sh.spec) for path, sh in
@@ -369,7 +384,8 @@ class Trainer:
 
         self._eval_fn = self._make_eval()
         with self.phase("compile"):
-            compiled = self.compile_step() if start < cfg.steps else None
+            # multimodal: one program per media budget, compiled at its first batch (_step_for)
+            compiled = self.compile_step() if start < cfg.steps and not self.multimodal else None
         if start == 0 and cfg.eval.batches:
             with self.phase("eval"):
                 self.evaluate(0)
@@ -425,6 +441,17 @@ class Trainer:
         self._compiled = compiled
         return compiled
 
+    def _step_for(self, batch: dict):
+        """The compiled step for a multimodal batch's media budget [M, F] (a few buckets)."""
+        shape = batch["media_patches"].shape[1:]
+        if shape not in self._media_steps:
+            abstract = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=self.batch_sharding)
+                        for k, v in batch.items()}
+            t0 = time.perf_counter()
+            self._media_steps[shape] = self._make_step(media=True)[0].lower(self.state, abstract, *self._teacher_args()).compile()
+            say(f"compiled the train step for media budget {shape[0]} in {time.perf_counter() - t0:.1f}s")
+        return self._media_steps[shape]
+
     def _train_loop(self, start: int, compiled) -> None:
         cfg = self.cfg
         first = self._with_sources(self.train_source.next_batch())
@@ -475,7 +502,13 @@ class Trainer:
             if step > start:
                 batch = self._with_sources(self.train_source.next_batch())
                 validate_batch(batch, cfg.batch_size, cfg.seq_len, self.model_cfg.vocab_size)
-            self.state, metrics = compiled(self.state, put_batch(batch, self.batch_sharding), *self._teacher_args())
+            step_fn = compiled
+            if self.multimodal:
+                n_programs = len(self._media_steps)
+                step_fn = self._step_for(batch)
+                if len(self._media_steps) != n_programs:
+                    timed_ok[0] = False  # a compile is not a step time
+            self.state, metrics = step_fn(self.state, put_batch(batch, self.batch_sharding), *self._teacher_args())
             for h in self.hooks:
                 h.on_state(self, step + 1)
             drain()                      # the previous step's metrics: keeps one step in flight
@@ -546,6 +579,24 @@ class Trainer:
             return SyntheticSource(rows, self.cfg.seq_len, self.model_cfg.vocab_size, seed=self.cfg.data.seed,
                                    split="probe", min_doc=self.cfg.seq_len + 1, **opts)
         return self._val_factory()
+
+
+def with_media_encoders(model_cfg: ModelConfig, spec: dict[str, int]) -> ModelConfig:
+    """``model_cfg`` with ``multimodal`` set for data that needs ``spec`` (patch size,
+    mel bins, frames per audio token): values the user set must agree, the others are
+    taken from the data."""
+    from model.config import MultimodalConfig
+
+    mm = model_cfg.multimodal
+    if mm is None:
+        mm = MultimodalConfig(**spec)
+    else:
+        bad = [f"{k}={getattr(mm, k)} (the data needs {v})" for k, v in spec.items()
+               if k in mm.model_fields_set and getattr(mm, k) != v]
+        if bad:
+            raise ConfigError(f"model.multimodal {', '.join(bad)}: the corpus costed its media with these settings")
+        mm = mm.model_copy(update=spec)
+    return model_cfg.model_copy(update={"multimodal": mm})
 
 
 def fresh_run_dir(run_dir: str) -> None:
