@@ -18,6 +18,7 @@ DEMO_INPUTS ?= \
 	--input media_pairs=data/sample/media/pairs.tar
 
 .PHONY: setup system-deps demo corpus test test-fast bench clean help tokenizer train-pro nano
+.PHONY: ablate quality-ab
 
 help:
 	@echo "make demo    set up and build the bundled sample corpus end to end"
@@ -27,6 +28,8 @@ help:
 	@echo "make tokenizer  train SentencePiece on a balanced sample of CORPUS and pack it: make tokenizer CORPUS=DIR"
 	@echo "make train-pro [PRESET=auto|cpu|nano-1|...|depth:N] [STEPS=N] [TRAIN_ARGS=...]  train (resumes if interrupted)"
 	@echo "make nano    distil a tiny student from a larger teacher on the sample mixture, int4 export, generation"
+	@echo "make ablate  [ABLATE_CONFIG=configs/sweeps/X.yaml] [ABLATE_ARGS=...]  mixture sweep: proxies -> proposed mixture"
+	@echo "make quality-ab  curation A/B: raw vs curated proxies on held-out text (runs/ablate/quality_ab)"
 
 setup: $(STAMP)
 
@@ -84,6 +87,21 @@ train-pro: setup
 # Issue 13 end to end (bench/distill_experiment.py; NANO_ARGS="--student-steps 100 ..." for a quicker run)
 nano: setup
 	$(VPY) bench/distill_experiment.py $(NANO_ARGS)
+
+# Mixture ablation sweep (mixtures/sweep.py): proxies train on their own small tokenizer
+# (vocabulary 4096) over CORPUS, packed at 129 tokens; rerun to resume.  Output: runs/ablate/<name>/
+ABLATE_CONFIG ?= configs/sweeps/demo.yaml
+ABLATE_DIR ?= artifacts/ablate
+ablate: setup
+	@test -f $(CORPUS)/manifest.json || $(MAKE) demo
+	@test -f $(ABLATE_DIR)/tokens/token_manifest.json || { \
+	  $(VPY) -m tokenizer.train --corpus $(CORPUS) --output $(ABLATE_DIR)/tokenizer --no-compare --set train.vocab_size=4096 && \
+	  $(VPY) -m tokenizer.pack --corpus $(CORPUS) --tokenizer $(ABLATE_DIR)/tokenizer --output $(ABLATE_DIR)/tokens --seq-len 129; }
+	$(VPY) -m mixtures.sweep $(ABLATE_CONFIG) $(ABLATE_ARGS)
+
+# Curation A/B (mixtures/quality_ab.py): raw input vs curated corpus, same proxy, held-out text
+quality-ab: setup
+	$(VPY) -m mixtures.quality_ab configs/sweeps/quality_ab.yaml $(AB_ARGS)
 
 bench: setup
 	$(VPY) bench/run_all.py

@@ -167,6 +167,9 @@ class MixtureConfig(_Strict):
     budget_rounding: Literal["nearest", "error"] = "nearest"
     sources: dict[str, SourceSpec]
     stages: list[StageSpec]
+    #: informational, ignored by the planner and loader: what produced the mixture and what
+    #: it is predicted to achieve (``python -m mixtures.sweep`` writes predicted losses here)
+    provenance: dict[str, Any] = {}
 
     @field_validator("name")
     @classmethod

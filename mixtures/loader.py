@@ -455,9 +455,52 @@ class MixtureSource:
         return {st: {src: {"sequences": c[0], "tokens": c[1]} for src, c in per.items()}
                 for st, per in self._consumed.items()}
 
+    def stage_hashes(self) -> list[dict[str, Any]]:
+        """Per stage: name, example range and a hash of everything that decides its
+        examples (mixture seed, counts, stream offsets, window).  Two mixtures with equal
+        hashes for a stage hand out the same examples there (``warm_start`` relies on it)."""
+        seed = self.plan.cfg.seed
+        return [{"name": st.name, "start": st.start, "end": st.end,
+                 "hash": _hash({"seed": seed, "index": st.index, "name": st.name, "start": st.start,
+                                "sequences": st.sequences, "counts": st.counts, "offsets": st.offsets,
+                                "window": st.window})}
+                for st in self.plan.stages]
+
     def get_state(self) -> dict[str, Any]:
         return {"format": STATE_FORMAT, "fingerprint": self.fingerprint, **self._parts,
-                "example": self._e, "consumed": copy.deepcopy(self._consumed)}
+                "example": self._e, "consumed": copy.deepcopy(self._consumed), "stages": self.stage_hashes()}
+
+    def warm_start(self, state: dict[str, Any]) -> None:
+        """Continue another run's position under this (different) mixture — the trainer's
+        ``--init-from``, used by staged ablations (``mixtures/sweep.py``): a stage-1
+        checkpoint is continued under many candidate stage-2 mixtures.
+
+        Allowed: any change to the stages the saved run had not entered yet.  Required:
+        the same packed data, split and seq_len, and every stage the saved run had
+        entered planned identically here (same seed, budget, counts, offsets, window) —
+        so the examples already trained on are exactly this mixture's first examples, and
+        the warm-started run equals a run trained on this mixture from the start."""
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise LoaderError(f"not a mixture loader state (expected format {STATE_FORMAT!r}): {str(state)[:120]}")
+        what = [k for k in ("data", "split", "seq_len") if state.get(k) != self._parts[k]]
+        if what:
+            raise LoaderError(f"warm start: the saved run used other {' / '.join(what)} (a warm start may change "
+                              "the mixture's later stages, not the packed data, split or seq_len)")
+        e = state.get("example")
+        if not isinstance(e, int) or e < 0:
+            raise LoaderError(f"saved loader state: bad example index {e!r}")
+        old = state.get("stages")
+        if not isinstance(old, list):
+            raise LoaderError("warm start: the saved state has no stage hashes (saved by an older loader)")
+        new = self.stage_hashes()
+        for i, st in enumerate(old):
+            if st.get("start", 0) >= e:
+                break
+            if i >= len(new) or new[i]["hash"] != st.get("hash"):
+                raise LoaderError(f"warm start: the saved run trained {e:,} examples into stage {st.get('name')!r}, "
+                                  f"but this mixture plans that stage differently (stage {i + 1} must keep its "
+                                  "name, budget, weights and seed; change only later stages)")
+        self.set_state({**state, "fingerprint": self.fingerprint, "mixture": self._parts["mixture"]})
 
     def set_state(self, state: dict[str, Any]) -> None:
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:

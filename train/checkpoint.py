@@ -25,10 +25,15 @@ logging.getLogger("absl").setLevel(logging.WARNING)
 
 
 class Checkpointer:
-    def __init__(self, directory: str, *, keep: int = 3, async_save: bool = True, keep_period: int | None = None):
+    def __init__(self, directory: str, *, keep: int = 3, async_save: bool = True, keep_period: int | None = None,
+                 read_only: bool = False):
+        """``read_only``: open another run's checkpoints (``--init-from``) without creating,
+        cleaning or deleting anything there."""
         self.directory = os.path.abspath(directory)
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True,
-                                               enable_async_checkpointing=async_save, keep_period=keep_period)
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
+                                               cleanup_tmp_directories=not read_only, read_only=read_only,
+                                               enable_async_checkpointing=async_save and not read_only,
+                                               keep_period=keep_period)
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "data", "meta"))
 
     def latest_step(self) -> int | None:

@@ -7,6 +7,7 @@
     python -m train --mixture configs/mixtures/X.yaml   # staged mixtures (issue 8)
     python -m train --set optim.schedule=wsd --set mesh.tensor=2
     python -m train --dry-run               # print the model, parameter and FLOP counts
+    python -m train --mixture two_stage.yaml --init-from runs/stage1   # warm start (staged ablations)
 
 Rerunning the same command after an interruption (even kill -9) resumes from the last
 checkpoint and continues bit for bit; ``--fresh`` starts over in the same run dir.
@@ -57,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mixture", default=None, help="staged-mixture YAML (data.kind=mixture; issue 8)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config value")
     p.add_argument("--fresh", action="store_true", help="discard checkpoints/metrics in the run dir first")
+    p.add_argument("--init-from", default=None, metavar="RUN_DIR",
+                   help="warm start: begin from another run's latest checkpoint (params, optimizer state, step, "
+                        "data position) under this run's config and mixture; ignored once this run has checkpoints")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and model and exit")
     p.add_argument("--list-presets", action="store_true")
     return p
@@ -93,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         from train.trainer import Trainer, fresh_run_dir
         if args.fresh:
             fresh_run_dir(cfg.run_dir)
-        Trainer(cfg, model_cfg, why=why, hooks=build_hooks(cfg)).run()
+        Trainer(cfg, model_cfg, why=why, hooks=build_hooks(cfg), init_from=args.init_from).run()
     except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

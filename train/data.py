@@ -404,5 +404,8 @@ def build_source(kind: str, *, batch_size: int, seq_len: int, seed: int, split: 
         build = getattr(mixtures, "build_batch_source", None)
         if build is None:
             raise DataError("data.kind 'mixture': the mixture loader (mixtures.build_batch_source) is not available yet")
-        return build(opts["config"], batch_size=batch_size, seq_len=seq_len, seed=seed, split=split)
+        try:
+            return build(opts["config"], batch_size=batch_size, seq_len=seq_len, seed=seed, split=split)
+        except ValueError as e:          # mixtures.MixtureError: bad mixture, data or plan (message + table)
+            raise DataError(str(e)) from None
     raise DataError(f"unknown data kind {kind!r} (synthetic | tokens | mixture)")

@@ -235,7 +235,7 @@ class Resilience(Hook):
         step, source = self._restore_best(trainer, None)
         self.events.write("restored", source=source, step=step, dt=time.time() - t0)
         trainer.restored_from = {"replica": "in-memory replica", "checkpoint": "checkpoint"}.get(source, source)
-        if source != "fresh":
+        if source not in ("fresh", "warm start"):
             say(f"restored step {step} from the {trainer.restored_from} in {time.time() - t0:.2f}s")
         return step
 
@@ -269,6 +269,10 @@ class Resilience(Hook):
             for c in cands:
                 if c[2] == "replica":
                     c[3][1].close()
+        if trainer.init_from:             # --init-from: this run's base is the other run's checkpoint
+            step = trainer._warm_start()
+            self._rebase(trainer, step)
+            return step, "warm start"
         if any(c[2] == "checkpoint" for c in cands):
             say("no usable checkpoint or replica: starting from step 0")
         trainer.init_fresh()

@@ -114,8 +114,11 @@ def _fmt_time(s: float) -> str:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, model_cfg: ModelConfig, *, why: str = "", hooks: Sequence[Hook] = (),
-                 train_source: BatchSource | None = None, val_source_factory=None, devices=None):
+                 train_source: BatchSource | None = None, val_source_factory=None, devices=None,
+                 init_from: str | None = None):
         self.cfg, self.model_cfg, self.why, self.hooks = cfg, model_cfg, why, list(hooks)
+        self.init_from = init_from            # --init-from: warm start (see _warm_start)
+        self.warm_started: tuple[str, int] | None = None
         self.run_dir = cfg.run_dir
         self.compute_dtype = jnp.dtype(cfg.precision.compute_dtype)
         self.param_dtype = jnp.dtype(cfg.precision.param_dtype)
@@ -219,6 +222,10 @@ class Trainer:
             if step is not None:
                 return step
         latest = self.checkpointer.latest_step()
+        if latest is None and self.init_from:
+            return self._warm_start()
+        if latest is not None and self.init_from:
+            say(f"note: {self.run_dir} has its own checkpoint (step {latest}): resuming it; --init-from is ignored")
         if latest is None:
             self.init_fresh()
             return 0
@@ -243,6 +250,54 @@ class Trainer:
         self.state = self.checkpointer.restore(latest, self.abstract_state)[0]
         self.train_source.set_state(saved["state"])
         self.restored_from = "checkpoint"
+
+    #: ModelConfig fields that fix the parameter shapes (a warm start needs them equal)
+    SHAPE_FIELDS = ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "d_ff",
+                    "tie_embeddings", "scan_layers")
+
+    def _warm_start(self) -> int:
+        """``--init-from RUN_DIR``: a new run starts from another run's latest checkpoint —
+        step, parameters, optimizer state and rng — while its config and data source may
+        differ (a staged-mixture ablation trains stage 2 under many mixtures from one
+        stage-1 checkpoint).  Unlike a resume, the config and data fingerprints are not
+        required to match; the parameter shapes are, and the data source must be able to
+        continue the saved position (``warm_start(state)``: the mixture loader accepts it
+        only when the stages already trained on are planned identically in the new
+        mixture, so the run equals one trained on the new mixture from the start).  The
+        learning-rate schedule is this run's, evaluated from the restored step.  The run
+        then checkpoints into its own run dir, and reruns resume from there."""
+        src = self.init_from
+        ck_dir = os.path.join(src, "checkpoints") if os.path.isdir(os.path.join(src, "checkpoints")) else src
+        if not os.path.isdir(ck_dir):
+            raise ConfigError(f"--init-from {src}: no such run or checkpoint directory")
+        ck = Checkpointer(ck_dir, read_only=True)
+        try:
+            step = ck.latest_step()
+            if step is None:
+                raise ConfigError(f"--init-from {src}: no checkpoint in {ck_dir}")
+            data_state, meta = ck.read_json(step)
+            got, want = meta.get("model") or {}, self.model_cfg.model_dump(mode="json")
+            diff = [f"{k} {got.get(k)} != {want.get(k)}" for k in self.SHAPE_FIELDS if got.get(k) != want.get(k)]
+            if diff:
+                raise ConfigError(f"--init-from {src}: the checkpoint's model has other shapes ({', '.join(diff)})")
+            if step >= self.cfg.steps:
+                raise ConfigError(f"--init-from {src}: its checkpoint is at step {step}, but this run has only "
+                                  f"{self.cfg.steps} steps")
+            warm = getattr(self.train_source, "warm_start", None)
+            if warm is None:
+                raise DataError(f"--init-from: data kind {self.cfg.data.kind!r} cannot continue another run's data "
+                                "position (mixture sources can)")
+            try:
+                warm(data_state["train"]["state"])
+            except (ValueError, KeyError, TypeError) as e:
+                raise DataError(f"--init-from {src}: {str(e).splitlines()[0]}") from None
+            self.state = ck.restore(step, self.abstract_state)[0]
+        finally:
+            ck.close()
+        self.warm_started = (os.path.abspath(ck_dir), int(step))
+        say(f"warm start from {ck_dir} step {step}: parameters, optimizer state and step restored; "
+            f"data continues at the same position under this run's data source")
+        return int(step)
 
     # -- the step ------------------------------------------------------------------------
     def _loss_terms(self, params, batch, denom, teacher=None):
@@ -345,7 +400,8 @@ class Trainer:
         cfg, mc = self.cfg, self.model_cfg
         with self.phase("restore"):
             start = self.init_or_restore()
-        self.log = MetricsLog(self.run_dir, start if start > 0 else None, tensorboard=cfg.log.tensorboard)
+        resumed = start > 0 and self.warm_started is None
+        self.log = MetricsLog(self.run_dir, start if resumed else None, tensorboard=cfg.log.tensorboard)
         n_dev = self.mesh.size
         peak, peak_how = peak_flops_per_device(cfg.log.peak_flops)
         # MFU denominator: the peak of all devices; simulated CPU devices share the same cores
@@ -373,11 +429,12 @@ class Trainer:
             say(h)
         layout = {jax.tree_util.keystr(path): str(sh.spec) for path, sh in
                   jax.tree_util.tree_leaves_with_path(self.state_sharding["params"])}
-        self.log.write({"kind": "run", "event": "resume" if start else "start", "step": start,
-                        "time": time.time(), "header": header, "param_layout": layout})
+        self.log.write({"kind": "run", "event": "resume" if resumed else "warm_start" if self.warm_started else "start",
+                        "step": start, "time": time.time(), "header": header, "param_layout": layout,
+                        **({"init_from": self.warm_started[0]} if self.warm_started else {})})
         if start >= cfg.steps:
             say(f"training is complete (checkpoint step {start}); redoing the probes, plots and report")
-        elif start:
+        elif resumed:
             say(f"resumed from {self.restored_from} step {start}")
         for h in self.hooks:
             h.on_start(self)
@@ -386,9 +443,9 @@ class Trainer:
         with self.phase("compile"):
             # multimodal: one program per media budget, compiled at its first batch (_step_for)
             compiled = self.compile_step() if start < cfg.steps and not self.multimodal else None
-        if start == 0 and cfg.eval.batches:
+        if (start == 0 or self.warm_started) and cfg.eval.batches:
             with self.phase("eval"):
-                self.evaluate(0)
+                self.evaluate(start)
         while start < cfg.steps:
             try:
                 self._train_loop(start, compiled)
