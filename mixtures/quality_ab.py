@@ -37,7 +37,7 @@ import shutil
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import yaml
@@ -87,6 +87,11 @@ class ABConfig(_Strict):
     proxy: ProxySpec = ProxySpec()
     seeds: list[int] = [0]
     jobs: int = Field(2, ge=1)
+    #: how each arm's sources are weighted: ``natural`` = each corpus's own token proportions
+    #: (what you would train on; filtering changes the mix as well as the quality),
+    #: ``matched`` = both arms use the raw input's proportions over the sources both still
+    #: have (isolates what the filters do *within* each source)
+    weighting: list[Literal["natural", "matched"]] = Field(["natural", "matched"], min_length=1)
 
 
 def load_ab(path: str, overrides: list[str]) -> ABConfig:
@@ -208,8 +213,10 @@ def _packed(tokens_dir: str) -> dict[str, dict]:
             for s, v in m["sources"].items()}
 
 
-def arm_mixture(cfg: ABConfig, arm: str, tokens_dir: str, heldout_dir: str, path: str) -> dict[str, Any]:
-    """The arm's mixture: its sources in natural proportions + the held-out text at weight 0."""
+def arm_mixture(cfg: ABConfig, arm: str, tokens_dir: str, heldout_dir: str, path: str,
+                weights_over: dict[str, float] | None = None) -> dict[str, Any]:
+    """The arm's mixture: its sources in natural proportions (or ``weights_over``, over those
+    sources only) + the held-out text at weight 0."""
     packed = _packed(tokens_dir)
     h = _packed(heldout_dir)
     if len(h) != 1:
@@ -221,8 +228,12 @@ def arm_mixture(cfg: ABConfig, arm: str, tokens_dir: str, heldout_dir: str, path
         v = min(cfg.validation_sequences, max(1, info["sequences"] // 10))
         if info["sequences"] - v < 1:
             continue                            # too small to train on or hold out from
+        if weights_over is not None and weights_over.get(s, 0.0) <= 0:
+            continue
         sources[s] = {"tokens_dir": tokens_dir, "validation_sequences": v}
-        weights[s] = float(info["sequences"] - v)
+        weights[s] = float(info["sequences"] - v) if weights_over is None else float(weights_over[s])
+    if weights_over is not None and set(weights_over) - set(weights):
+        raise SweepError(f"{arm} arm: no trainable packed data for {sorted(set(weights_over) - set(weights))}")
     h_val = min(cfg.heldout.eval_sequences, h_info["sequences"] - 1)
     if h_val < 1:
         raise SweepError(f"held-out text packs into {h_info['sequences']} sequence(s); give more text")
@@ -230,7 +241,8 @@ def arm_mixture(cfg: ABConfig, arm: str, tokens_dir: str, heldout_dir: str, path
     sources[name] = {"tokens_dir": heldout_dir, "packed": h_src, "validation_sequences": h_val}
     weights[name] = 0.0
     pr = cfg.proxy
-    mix = {"name": f"{cfg.name}-{arm}", "description": f"curation A/B, {arm} arm (natural proportions)",
+    how = "natural proportions" if weights_over is None else "the raw input's proportions (matched)"
+    mix = {"name": f"{cfg.name}-{arm}", "description": f"curation A/B, {arm} arm ({how})",
            "seed": 0, "default_max_epochs": 4.0, "validation_sequences": cfg.validation_sequences,
            "sources": sources,
            "stages": [{"name": "main", "tokens": pr.steps * pr.batch_size * cfg.seq_len_packed, "weights": weights}]}
@@ -279,12 +291,28 @@ def run(cfg: ABConfig, config_path: str, out: str) -> dict[str, Any]:
         vocab = int(json.load(f)["tokenizer"]["vocab_size"])
     pr = cfg.proxy
     arms = {}
+    os.makedirs(os.path.join(out, "mixtures"), exist_ok=True)
     for arm in ("raw", "curated"):
-        os.makedirs(os.path.join(out, "mixtures"), exist_ok=True)
         arms[arm] = arm_mixture(cfg, arm, tokens[arm], tokens["heldout"], os.path.join(out, "mixtures", f"{arm}.yaml"))
-        say(f"{arm}: " + ", ".join(f"{s} {w:.3f}" for s, w in arms[arm]["weights"].items() if w > 0)
-            + f" (natural proportions); {pr.steps * pr.batch_size * (cfg.seq_len_packed - 1):,} training tokens")
     hname = cfg.heldout.name
+    # matched: the raw input's proportions over the sources both arms can train on
+    common = {s: w for s, w in arms["raw"]["weights"].items()
+              if s != hname and w > 0 and arms["curated"]["weights"].get(s, 0) > 0}
+    matched_left_out = sorted(s for s, w in arms["raw"]["weights"].items() if s != hname and w > 0 and s not in common)
+    variants = {}                                  # run-id prefix -> (weighting, arm)
+    for weighting in cfg.weighting:
+        for arm in ("raw", "curated"):
+            key = arm if weighting == "natural" else f"{arm}-matched"
+            if weighting == "matched":
+                total = sum(common.values())
+                arms[key] = arm_mixture(cfg, arm, tokens[arm], tokens["heldout"],
+                                        os.path.join(out, "mixtures", f"{key}.yaml"),
+                                        weights_over={s: w / total for s, w in common.items()})
+            variants[key] = (weighting, arm)
+            say(f"{key}: " + ", ".join(f"{s} {w:.3f}" for s, w in arms[key]["weights"].items() if w > 0)
+                + f" ({weighting}); {pr.steps * pr.batch_size * (cfg.seq_len_packed - 1):,} training tokens")
+    if "matched" in cfg.weighting and matched_left_out:
+        say(f"matched: {', '.join(matched_left_out)} left out of both arms (nothing of it survives curation)")
 
     def result(run_dir: str, steps_: int):
         p = os.path.join(run_dir, "summary.json")
@@ -298,26 +326,31 @@ def run(cfg: ABConfig, config_path: str, out: str) -> dict[str, Any]:
 
     jobs = []
     for seed in cfg.seeds:
-        for arm in ("raw", "curated"):
-            d = os.path.join(out, "runs", f"{arm}-s{seed}")
-            args = proxy_train_args(pr, steps=pr.steps, run_dir=d, mixture=arms[arm]["path"], vocab=vocab,
-                                    seq_len=cfg.seq_len_packed - 1, seed=seed, eval_sequences=arms[arm]["eval_sequences"])
-            jobs.append(Job(f"{arm}-s{seed}", d, args, pr.steps, lambda d=d: result(d, pr.steps),
+        for key in variants:
+            d = os.path.join(out, "runs", f"{key}-s{seed}")
+            args = proxy_train_args(pr, steps=pr.steps, run_dir=d, mixture=arms[key]["path"], vocab=vocab,
+                                    seq_len=cfg.seq_len_packed - 1, seed=seed, eval_sequences=arms[key]["eval_sequences"])
+            jobs.append(Job(f"{key}-s{seed}", d, args, pr.steps, lambda d=d: result(d, pr.steps),
                             lambda r: f"held-out loss {r[f'loss/{hname}']:.4f}", drop_checkpoints=not pr.keep_checkpoints))
     timing = run_jobs(jobs, proxy_env(pr, out), cfg.jobs, "proxies")
     runs = {j.id: j.result() for j in jobs}
-    by_arm = {arm: [runs[f"{arm}-s{s}"][f"loss/{hname}"] for s in cfg.seeds] for arm in ("raw", "curated")}
-    raw_m, cur_m = float(np.mean(by_arm["raw"])), float(np.mean(by_arm["curated"]))
+    by_key = {key: [runs[f"{key}-s{s}"][f"loss/{hname}"] for s in cfg.seeds] for key in variants}
+    comparisons = {}
+    for weighting in cfg.weighting:
+        raw_k, cur_k = ("raw", "curated") if weighting == "natural" else ("raw-matched", "curated-matched")
+        raw_m, cur_m = float(np.mean(by_key[raw_k])), float(np.mean(by_key[cur_k]))
+        comparisons[weighting] = {"raw": raw_k, "curated": cur_k, "raw_mean": raw_m, "curated_mean": cur_m,
+                                  "relative_reduction": (raw_m - cur_m) / raw_m,
+                                  "curated_lower_every_seed": all(c < r for c, r in zip(by_key[cur_k], by_key[raw_k]))}
     res = {"config": cfg.model_dump(mode="json"), "config_path": os.path.relpath(os.path.abspath(config_path), ROOT),
            "heldout": held, "vocab_size": vocab, "seeds": cfg.seeds,
-           "arms": {arm: {"weights": arms[arm]["weights"], "packed": arms[arm]["packed"],
-                          "ledger": _ledger(corpora[arm]), "heldout_loss": by_arm[arm],
-                          "heldout_loss_mean": float(np.mean(by_arm[arm])),
-                          "own_validation": {s: {k: v for k, v in runs[f"{arm}-s{s}"].items()} for s in cfg.seeds}}
-                    for arm in ("raw", "curated")},
+           "arms": {key: {"weighting": variants[key][0], "corpus": variants[key][1], "weights": arms[key]["weights"],
+                          "packed": arms[key]["packed"], "ledger": _ledger(corpora[variants[key][1]]),
+                          "heldout_loss": by_key[key], "heldout_loss_mean": float(np.mean(by_key[key])),
+                          "own_validation": {s: {k: v for k, v in runs[f"{key}-s{s}"].items()} for s in cfg.seeds}}
+                    for key in variants},
+           "comparisons": comparisons, "matched_left_out": matched_left_out,
            "heldout_packed": _packed(tokens["heldout"]),
-           "relative_reduction": (raw_m - cur_m) / raw_m,
-           "curated_lower_every_seed": all(c < r for c, r in zip(by_arm["curated"], by_arm["raw"])),
            "timing": {**timing, "total_s": time.time() - t0}}
     with open(os.path.join(out, "result.json"), "w", encoding="utf-8") as f:
         json.dump(res, f, indent=1)
@@ -335,25 +368,32 @@ def write_report(res: dict[str, Any], out: str) -> str:
     arms = res["arms"]
     secs = []
     s = Section("Result")
-    red = res["relative_reduction"]
     s.p(f"Held-out text: {', '.join(res['heldout']['files'])} ({res['heldout']['chars']:,} characters, "
         f"{res['heldout']['chunks']} chunks); scored on {cfg['heldout']['eval_sequences']} packed sequences. "
         f"Proxy: preset {cfg['proxy']['preset']}, {cfg['proxy']['steps']} steps x {cfg['proxy']['batch_size']} x "
         f"{cfg['seq_len_packed'] - 1} tokens, vocabulary {res['vocab_size']} (trained on the curated corpus), "
         f"seeds {', '.join(map(str, res['seeds']))}.")
-    rows = [[arm] + [round(x, 4) for x in arms[arm]["heldout_loss"]] + [round(arms[arm]["heldout_loss_mean"], 4)]
-            for arm in ("raw", "curated")]
-    s.table(["arm"] + [f"seed {x}" for x in res["seeds"]] + ["mean"], rows,
+    keys = list(arms)
+    rows = [[k, arms[k]["weighting"]] + [round(x, 4) for x in arms[k]["heldout_loss"]]
+            + [round(arms[k]["heldout_loss_mean"], 4)] for k in keys]
+    s.table(["arm", "weights"] + [f"seed {x}" for x in res["seeds"]] + ["mean"], rows,
             caption=f"validation loss (nats/token) on the held-out text ({h})")
-    verdict = f"{100 * red:.2f}% lower" if red > 0 else f"{-100 * red:.2f}% HIGHER"
-    s.p(f"The curated arm's held-out loss is {verdict} than the raw arm's (mean over seeds; goal: >= 5% lower); "
-        + ("lower for every seed." if res["curated_lower_every_seed"] else "not lower for every seed.")
-        + " Weights follow each corpus's natural token proportions, so what the filters remove changes the mix "
-          "as well as the quality: see the table below.")
-    fig, ax = new_figure(6, 3)
+    why = {"natural": "each corpus in its own token proportions (what you would train on: what the filters remove "
+                      "changes the mix as well as the quality)",
+           "matched": "both arms in the raw input's proportions over the sources both have"
+                      + (f" ({', '.join(res['matched_left_out'])} left out: nothing of it survives curation)"
+                         if res["matched_left_out"] else "") + " (what the filters do within each source)"}
+    for weighting, c in res["comparisons"].items():
+        red = c["relative_reduction"]
+        verdict = f"{100 * red:.2f}% lower" if red > 0 else f"{-100 * red:.2f}% HIGHER"
+        s.p(f"**{weighting} weights** — {why[weighting]}: the curated arm's held-out loss is {verdict} than the raw "
+            f"arm's (mean over seeds; goal: >= 5% lower); "
+            + ("lower for every seed." if c["curated_lower_every_seed"] else "not lower for every seed."))
+    fig, ax = new_figure(7, 3)
     x = np.arange(len(res["seeds"]))
-    for j, arm in enumerate(("raw", "curated")):
-        ax.bar(x + (j - 0.5) * 0.35, arms[arm]["heldout_loss"], width=0.35, label=arm)
+    wdt = 0.8 / len(keys)
+    for j, k in enumerate(keys):
+        ax.bar(x + (j - (len(keys) - 1) / 2) * wdt, arms[k]["heldout_loss"], width=wdt, label=k)
     lo = min(min(arms[a]["heldout_loss"]) for a in arms)
     ax.set(xticks=x, xticklabels=[f"seed {v}" for v in res["seeds"]], ylabel=f"loss on {h}",
            ylim=(lo * 0.9, None), title="held-out loss, raw vs curated")
@@ -366,19 +406,20 @@ def write_report(res: dict[str, Any], out: str) -> str:
                                           else "") + ". Both are decontaminated against the held-out text.")
     rows = []
     for arm in ("raw", "curated"):
-        led, packed, w = arms[arm]["ledger"], arms[arm]["packed"], arms[arm]["weights"]
+        led, packed = arms[arm]["ledger"], arms[arm]["packed"]
         for src in sorted(set(led) | set(packed)):
             e = led.get(src, {})
             dropped = ", ".join(f"{k} {v}" for k, v in sorted(e.get("dropped", {}).items()))
-            rows.append([arm, src, e.get("input"), e.get("kept"), dropped, packed.get(src, {}).get("tokens", 0),
-                         round(w.get(src, 0.0), 4)])
-    s.table(["arm", "source", "documents in", "kept", "dropped by stage", "tokens", "weight"], rows)
+            rows.append([arm, src, e.get("input"), e.get("kept"), dropped, packed.get(src, {}).get("tokens", 0)]
+                        + [round(arms[k]["weights"].get(src, 0.0), 4) for k in keys if arms[k]["corpus"] == arm])
+    s.table(["arm", "source", "documents in", "kept", "dropped by stage", "tokens"]
+            + [f"weight ({w})" for w in res["comparisons"]], rows)
     secs.append(s)
     s = Section("Each arm's own validation loss")
     s.p("Per-source validation losses on each arm's own held-out sequences: not comparable between arms (different "
         "text), shown for completeness.")
     rows = []
-    for arm in ("raw", "curated"):
+    for arm in keys:
         for seed, ev in arms[arm]["own_validation"].items():
             rows.append([arm, seed, ", ".join(f"{k[5:]} {v:.3f}" for k, v in sorted(ev.items()) if k.startswith("loss/"))])
     s.table(["arm", "seed", "losses"], rows)
@@ -428,12 +469,13 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to continue", file=sys.stderr)
         return 130
-    r = res["arms"]
-    red = res["relative_reduction"]
-    say(f"held-out loss ({res['config']['heldout']['name']}): raw {r['raw']['heldout_loss_mean']:.4f}, curated "
-        f"{r['curated']['heldout_loss_mean']:.4f} -> curated is "
-        f"{f'{100 * red:.2f}% lower' if red > 0 else f'{-100 * red:.2f}% higher'} "
-        f"(seeds {', '.join(map(str, res['seeds']))}); report {os.path.join(out, 'report.html')}")
+    for weighting, c in res["comparisons"].items():
+        red = c["relative_reduction"]
+        say(f"held-out loss ({res['config']['heldout']['name']}), {weighting} weights: raw {c['raw_mean']:.4f}, "
+            f"curated {c['curated_mean']:.4f} -> curated is "
+            f"{f'{100 * red:.2f}% lower' if red > 0 else f'{-100 * red:.2f}% higher'} "
+            f"(seeds {', '.join(map(str, res['seeds']))})")
+    say(f"report {os.path.join(out, 'report.html')}")
     return 0
 
 
