@@ -198,6 +198,11 @@ def build_pipeline(p, cfg, sources, files, out: str, *, dry_run: bool = False) -
     from pipelines import media as media_mod
 
     text_files, media_files = media_mod.split_files(files)
+    source_kinds: dict[str, list[str]] = {}       # the ledger's per-source stage chains
+    for kind, fs in (("text", text_files), ("media", media_files)):
+        for f in fs:
+            if kind not in source_kinds.setdefault(f[2], []):
+                source_kinds[f[2]].append(kind)
     docs, dead, read_dropped = p | "Read" >> stages.ReadSources(text_files, src_map, cfg.read)
     inputs = (
         (docs | "InDocs" >> beam.Map(lambda d: d["source"]),
@@ -336,7 +341,7 @@ def build_pipeline(p, cfg, sources, files, out: str, *, dry_run: bool = False) -
         p
         | "SummaryTrigger" >> beam.Create([None])
         | "WriteSummary" >> beam.ParDo(
-            _WriteSummaryFn(out, stage_order, manifest_base),
+            _WriteSummaryFn(out, stage_order, manifest_base, media.stage_order if media else [], source_kinds),
             AsList(ledger_counts), AsList(by_lang), AsList(hist), AsList(shards), AsList(dropped_shards),
             AsList(dead_shards), *([AsList(media.summary)] if media else []))
     )

@@ -157,8 +157,16 @@ def ledger_key_counts(dropped, docs_in, kept, events):
     return (a, b, c, e) | "LedgerAll" >> beam.Flatten() | "LedgerSum" >> beam.CombinePerKey(sum)
 
 
-def build_ledger(counts: list[tuple[tuple[str, str, str, str], int]], stage_order: list[str]) -> dict[str, Any]:
+def build_ledger(counts: list[tuple[tuple[str, str, str, str], int]], stage_order: list[str],
+                 media_stages: tuple[str, ...] | list[str] = (),
+                 source_kinds: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    """Per-source ledger.  ``after_stage`` walks the stages a source goes through: media
+    stages only for sources with media files (``source_kinds[s]`` holds "text" and/or
+    "media"), text stages only for sources with text files; a stage that dropped
+    something from the source is always listed; sources not in ``source_kinds``: all."""
     sources: dict[str, dict[str, Any]] = {}
+    media_stages = set(media_stages)
+    source_kinds = source_kinds or {}
 
     def src(s):
         return sources.setdefault(s, {"input": 0, "kept": 0, "dropped": {}, "dropped_total": 0, "modified": {}})
@@ -183,7 +191,10 @@ def build_ledger(counts: list[tuple[tuple[str, str, str, str], int]], stage_orde
         # survivors after each stage, in pipeline order, for the report
         left = d["input"]
         after = []
+        kinds = set(source_kinds.get(s, ("text", "media")))
         for st in stage_order:
+            if not (st == "read" or st in d["dropped"] or ("media" if st in media_stages else "text") in kinds):
+                continue
             left -= sum(d["dropped"].get(st, {}).values())
             after.append([st, left])
         d["after_stage"] = after
@@ -203,13 +214,16 @@ class LedgerUnbalanced(RuntimeError):
 class _WriteSummaryFn(beam.DoFn):
     """Writes ledger.json, manifest.json and stats.json from the small aggregates."""
 
-    def __init__(self, out_dir: str, stage_order: list[str], manifest_base: dict[str, Any]):
+    def __init__(self, out_dir: str, stage_order: list[str], manifest_base: dict[str, Any],
+                 media_stages: list[str] | None = None, source_kinds: dict[str, list[str]] | None = None):
         self._out = out_dir
         self._stage_order = stage_order
+        self._media_stages = media_stages or []
+        self._source_kinds = source_kinds or {}
         self._base = manifest_base
 
     def process(self, _, ledger_counts, by_lang, hist, shards, dropped_shards, dead_shards, media=()):
-        ledger = build_ledger(ledger_counts, self._stage_order)
+        ledger = build_ledger(ledger_counts, self._stage_order, self._media_stages, self._source_kinds)
         write_json(join(self._out, "ledger.json"), ledger)
         srcs: dict[str, Any] = {}
         for (s, lang), (docs, nbytes, chars, toks) in sorted(by_lang):

@@ -48,14 +48,15 @@ def _stages(ledger: dict) -> Section:
     rows = []
     for s, d in ledger["sources"].items():
         after = dict(d["after_stage"])
-        rows.append([s, d["input"]] + [after.get(st) for st in order] + [d["kept"]])
+        rows.append([s, d["input"]] + [after.get(st, "–") for st in order] + [d["kept"]])   # –: not this source's stage
     sec.table(["source", "input"] + [f"after {st}" for st in order] + ["kept"], rows,
               "Documents left after each stage (input = kept + dropped per source)")
     fig, ax = new_figure(7.5, 3.4)
     for s, d in ledger["sources"].items():
-        xs = ["input"] + [st for st, _ in d["after_stage"]]
+        xs = [0] + [1 + order.index(st) for st, _ in d["after_stage"]]    # stages a source skips: no point
         ys = [100.0] + [100.0 * n / max(d["input"], 1) for _, n in d["after_stage"]]
         ax.plot(xs, ys, marker="o", label=f"{s} ({d['input']:,})")
+    ax.set_xticks(range(len(order) + 1), ["input"] + list(order))
     ax.set_ylabel("% of input remaining")
     ax.set_title("Documents remaining after each stage")
     ax.tick_params(axis="x", rotation=30)
