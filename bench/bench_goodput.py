@@ -3,6 +3,7 @@
     PYTHONPATH=. python bench/bench_goodput.py                 # cpu preset, 300 steps, a kill per 100 steps
     PYTHONPATH=. python bench/bench_goodput.py --quick         # tiny preset, 60 steps, a kill per 20
     PYTHONPATH=. python bench/bench_goodput.py --steps 150 --kill-every 50 --baseline
+    PYTHONPATH=. python bench/bench_goodput.py --kill-every 30       # 10 failures: time-to-recover averages
 
 Both modes run the same command on the same machine in one invocation: the same preset,
 step count, checkpoint cadence (Orbax, async, every ``--checkpoint-every`` steps), data
@@ -12,7 +13,7 @@ seeded kill schedule: one SIGKILL in every window of ``--kill-every`` steps, at 
 step and a random fraction into the step after it (train/faults.py; a kill already done
 is not repeated after the restart).  The only difference:
 
-* ``replica``: resilience.replica.enabled, refreshed every ``--replica-every`` steps
+* ``replica``: resilience.replica.enabled, refreshed every ``--replica-every`` steps (default 1)
   (written in the background, committed once complete) -> restores from memory;
 * ``disk``:    no replica -> restores from the newest checkpoint (sha256 + tensor checksums
   verified) and recomputes the steps since.
@@ -81,7 +82,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--kill-every", type=int, default=100)
     ap.add_argument("--checkpoint-every", type=int, default=25)
-    ap.add_argument("--replica-every", type=int, default=2)
+    ap.add_argument("--replica-every", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--baseline", action="store_true", help="also run without faults")
     ap.add_argument("--no-standby", action="store_true", help="cold restarts (no warm spare)")
