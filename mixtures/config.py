@@ -245,31 +245,42 @@ def _set_path(d: Any, dotted: str, value: Any) -> None:
         cur[keys[-1]] = value
 
 
-def load_mixture(path: str, overrides: list[str] | None = None) -> MixtureConfig:
-    """Read and validate a mixture YAML; ``overrides`` are ``key.path=value`` (YAML values)."""
+def load_yaml_config(path: str, overrides: list[str] | None, model: type[BaseModel], err: type[Exception],
+                     what: str = "config") -> Any:
+    """Read ``path``, apply ``key.path=value`` overrides (YAML values), validate with
+    ``model``; every problem is one ``err`` line.  Shared by the mixture, sweep and A/B configs."""
     if not os.path.exists(path):
-        raise MixtureError(f"{path}: mixture file not found")
+        raise err(f"{path}: {what} not found")
     try:
         with open(path, encoding="utf-8") as f:
             data = yaml.safe_load(f) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise MixtureError(f"{path}:{where} not valid YAML: {getattr(e, 'problem', e)}") from None
+        raise err(f"{path}:{where} not valid YAML: {getattr(e, 'problem', e)}") from None
     if not isinstance(data, dict):
-        raise MixtureError(f"{path}: top level must be a mapping")
+        raise err(f"{path}: top level must be a mapping")
     for item in overrides or []:
         if "=" not in item:
-            raise MixtureError(f"--set {item!r}: expected key.path=value")
+            raise err(f"--set {item!r}: expected key.path=value")
         k, raw = item.split("=", 1)
         try:
-            _set_path(data, k.strip(), yaml.safe_load(raw))
-        except (ValueError, IndexError, TypeError, AttributeError, yaml.YAMLError):
-            raise MixtureError(f"--set {item!r}: no such place in {path}") from None
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise err(f"--set {item!r}: the value is not valid YAML") from None
+        try:
+            _set_path(data, k.strip(), value)
+        except (ValueError, IndexError, TypeError, AttributeError):
+            raise err(f"--set {item!r}: no such place in {path}") from None
     try:
-        return MixtureConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as e:
-        raise MixtureError(_format_error(path, e)) from None
+        raise err(_format_error(path, e)) from None
+
+
+def load_mixture(path: str, overrides: list[str] | None = None) -> MixtureConfig:
+    """Read and validate a mixture YAML; ``overrides`` are ``key.path=value`` (YAML values)."""
+    return load_yaml_config(path, overrides, MixtureConfig, MixtureError, "mixture file")
 
 
 # ----------------------------------------------------------------- the data

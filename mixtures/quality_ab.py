@@ -41,9 +41,9 @@ from typing import Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from mixtures.config import ROOT, MixtureError, plan_mixture
+from mixtures.config import ROOT, MixtureError, load_yaml_config, plan_mixture
 from mixtures.sweep import (Job, ProxySpec, SweepError, _fmt_time, _tail, proxy_env, proxy_train_args, run_jobs,
                             say)
 
@@ -95,24 +95,7 @@ class ABConfig(_Strict):
 
 
 def load_ab(path: str, overrides: list[str]) -> ABConfig:
-    from mixtures.sweep import _set_path
-
-    if not os.path.exists(path):
-        raise SweepError(f"{path}: config not found")
-    with open(path, encoding="utf-8") as f:
-        data = yaml.safe_load(f) or {}
-    for item in overrides:
-        if "=" not in item:
-            raise SweepError(f"--set {item!r}: expected key.path=value")
-        k, raw = item.split("=", 1)
-        _set_path(data, k.strip(), yaml.safe_load(raw))
-    try:
-        return ABConfig.model_validate(data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
-        raise SweepError(f"{path}: {loc}: {msg}") from None
+    return load_yaml_config(path, overrides, ABConfig, SweepError)
 
 
 # ----------------------------------------------------------------- held-out text

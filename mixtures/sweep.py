@@ -64,10 +64,11 @@ from typing import Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mixtures import regress, search
-from mixtures.config import MixtureConfig, MixtureError, ROOT, apportion, load_data, plan_mixture
+from mixtures.config import (MixtureConfig, MixtureError, ROOT, apportion, load_data, load_yaml_config,
+                              plan_mixture)
 
 #: XLA:CPU settings for one-core proxies (measured fastest on a 2-core box: two single-
 #: threaded processes beat one process using both cores; see bench/bench_sweep.py)
@@ -242,42 +243,8 @@ class SweepConfig(_Strict):
         return self
 
 
-def _set_path(d: dict, dotted: str, value: Any) -> None:
-    keys = dotted.split(".")
-    cur = d
-    for k in keys[:-1]:
-        if not isinstance(cur.get(k), dict):
-            cur[k] = {}
-        cur = cur[k]
-    cur[keys[-1]] = value
-
-
 def load_sweep(path: str, overrides: list[str] | None = None) -> SweepConfig:
-    if not os.path.exists(path):
-        raise SweepError(f"{path}: sweep config not found")
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise SweepError(f"{path}:{f' line {mark.line + 1}' if mark else ''} not valid YAML") from None
-    if not isinstance(data, dict):
-        raise SweepError(f"{path}: top level must be a mapping")
-    for item in overrides or []:
-        if "=" not in item:
-            raise SweepError(f"--set {item!r}: expected key.path=value")
-        k, raw = item.split("=", 1)
-        try:
-            _set_path(data, k.strip(), yaml.safe_load(raw))
-        except yaml.YAMLError:
-            raise SweepError(f"--set {item!r}: the value is not valid YAML") from None
-    try:
-        return SweepConfig.model_validate(data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
-        raise SweepError(f"{path}: {loc}: {msg}") from None
+    return load_yaml_config(path, overrides, SweepConfig, SweepError, "sweep config")
 
 
 # ----------------------------------------------------------------- proxies
